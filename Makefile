@@ -1,0 +1,26 @@
+# Both targets build .venv themselves on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo venv clean
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.txt -e '.[test]'
+	# References whose package metadata pulls GPU builds or trainers: install the modules only.
+	$(BIN)/pip install -q --no-deps speechtokenizer==1.0.1 taming-transformers-rom1504==0.0.6
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+demo: $(STAMP)
+	$(BIN)/python launch/demo.py --workdir=workdirs/demo
+
+clean:
+	rm -rf $(VENV) workdirs

@@ -1,0 +1,112 @@
+"""One attention entry point for the whole codebase, with the dense XLA reference.
+
+Shapes (batch-major, heads after sequence, as the projections produce them):
+  q: [batch, q_len, num_heads, head_dim]
+  k, v: [batch, kv_len, num_kv_heads, head_dim], num_heads % num_kv_heads == 0 (GQA)
+  segment_ids: [batch, len] int32 when q_len == kv_len, or a pair (q_segment_ids, kv_segment_ids).
+    Tokens attend only within their own segment id. Packing numbers samples 1, 2, ... and pads
+    with 0, so padding attends only to padding and never leaks into a sample.
+Returns [batch, q_len, num_heads, head_dim] in q's dtype.
+
+Every implementation honours segment ids; one that cannot raises instead of dropping them.
+Fused kernels register themselves with `register_impl` from `mio_jax.kernels`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+
+SegmentIds = jax.Array | tuple[jax.Array, jax.Array]
+
+
+class AttentionImpl(Protocol):
+  def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array,
+               kv_segment_ids: jax.Array, *, causal: bool) -> jax.Array:
+    ...
+
+
+_IMPLS: dict[str, AttentionImpl] = {}
+# Per backend, the preferred implementation for impl="auto"; first registered one that exists wins.
+_AUTO_ORDER = {"tpu": ("splash", "pallas", "xla"), "gpu": ("pallas", "xla"), "cpu": ("xla",)}
+
+
+def register_impl(name: str, fn: AttentionImpl) -> None:
+  _IMPLS[name] = fn
+
+
+def available_impls() -> tuple[str, ...]:
+  _load_kernels()
+  return ("auto",) + tuple(sorted(_IMPLS))
+
+
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+  """The concrete implementation name `impl` means on `backend` (default: jax's)."""
+  _load_kernels()
+  if impl != "auto":
+    if impl not in _IMPLS:
+      raise ValueError(f"unknown attention implementation {impl!r}; choose one of {available_impls()}")
+    return impl
+  backend = backend or jax.default_backend()
+  for name in _AUTO_ORDER.get(backend, ("xla",)):
+    if name in _IMPLS:
+      return name
+  return "xla"
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds, *,
+              causal: bool = True, impl: str = "xla") -> jax.Array:
+  if isinstance(segment_ids, tuple):
+    q_seg, kv_seg = segment_ids
+  else:
+    if q.shape[1] != k.shape[1]:
+      raise ValueError("pass (q_segment_ids, kv_segment_ids) when q and kv lengths differ")
+    q_seg = kv_seg = segment_ids
+  if q.shape[2] % k.shape[2]:
+    raise ValueError(f"num_heads={q.shape[2]} is not a multiple of num_kv_heads={k.shape[2]}")
+  return _IMPLS[resolve_impl(impl)](q, k, v, q_seg, kv_seg, causal=causal)
+
+
+def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *, causal: bool,
+                   q_offset: int | jax.Array = 0) -> jax.Array:
+  """Boolean [batch, q_len, kv_len]: same segment, and key position <= query position if causal.
+
+  `q_offset` places the queries at the end of a longer key sequence (decoding with a KV cache).
+  """
+  mask = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
+  if causal:
+    q_pos = jnp.arange(q_segment_ids.shape[1])[:, None] + q_offset
+    kv_pos = jnp.arange(kv_segment_ids.shape[1])[None, :]
+    mask &= (kv_pos <= q_pos)[None]
+  return mask
+
+
+def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool) -> jax.Array:
+  """Dense reference: scores in float32, softmax, weighted sum. GQA without repeating K/V."""
+  b, t, h, d = q.shape
+  kv_heads = k.shape[2]
+  qg = q.reshape(b, t, kv_heads, h // kv_heads, d)
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+  scores *= d**-0.5
+  mask = attention_mask(q_segment_ids, kv_segment_ids, causal=causal)
+  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  # A query row with no visible key (possible only with caller-made masks) gets zeros, not NaN.
+  probs = jnp.where(mask.any(-1)[:, None, None, :, None], probs, 0.0)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+  return out.reshape(b, t, h, d)
+
+
+register_impl("xla", xla_attention)
+
+
+@functools.cache
+def _load_kernels() -> None:
+  """Import the fused kernels, which register themselves; absent ones are simply not offered."""
+  try:
+    import mio_jax.kernels  # noqa: F401
+  except ImportError:
+    pass

@@ -1,0 +1,11 @@
+"""Test-wide set-up: 8 forced CPU devices, so mesh and sharding tests run as on a pod slice.
+
+XLA reads the flag once, when jax initialises its backend, so it is set here before any test module
+imports jax.
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
