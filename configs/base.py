@@ -1,0 +1,99 @@
+"""Shared training config. Each stage file calls `stage_config(stage, size)`.
+
+Sizes (the `:arg` after the config path):
+  ""      the full MIO stage on MIO-7B (a pod or multi-node job)
+  "1b"    the same recipe on the 1B-class preset (single GPU)
+  "40m"   the ~40M preset (CPU benchmarks)
+  "smoke" the tiny preset and data, which trains on 2 CPU cores in well under two minutes
+
+Values marked "unverified" are not given by the MIO paper; they are defaults to override.
+"""
+
+import ml_collections
+
+from configs import models
+
+# MIO appendix C: steps and devices per stage; per-device batch ratios sum to 16 samples, so a
+# global batch of 16 x devices (unverified: the paper gives ratios, not the packed batch size).
+STAGES = {
+    1: dict(name="alignment", steps=24_800, devices=128),
+    2: dict(name="interleaved", steps=12_800, devices=128),
+    3: dict(name="speech_enhanced", steps=32_200, devices=8),
+    4: dict(name="sft", steps=6_000, devices=8),  # SFT steps: unverified.
+}
+
+
+def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
+  if stage not in STAGES:
+    raise ValueError(f"stage {stage} is not one of {sorted(STAGES)}")
+  if size not in ("", "1b", "40m", "smoke"):
+    raise ValueError(f"config size {size!r} is not one of '', '1b', '40m', 'smoke'")
+  info = STAGES[stage]
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.stage_name = info["name"]
+
+  c.model = models.get_model({"": "mio_7b", "1b": "1b", "40m": "40m", "smoke": "tiny"}[size])
+
+  # The unified vocabulary: text ids, 6 special tokens, then code ranges (mio_jax.vocab).
+  c.vocab = ml_collections.ConfigDict(dict(
+      text_model="",  # a SentencePiece .model (Yi's for MIO-7B); required to tokenize text
+      code_order="image_first",  # unverified: which code block follows the special tokens
+      **models.MIO_7B_VOCAB,
+  ))
+  if size in ("smoke",):
+    c.vocab.update(text_size=1000, image_codes=1024)  # 1000 + 6 + 1024 + 4 * 1024 = 6126
+  elif size == "40m":
+    c.vocab.update(text_size=8186, image_codes=4096)  # 8186 + 6 + 4096 + 4 * 1024 = 16384
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="synthetic",  # "synthetic" (seeded, learnable) or "shards" (mio_jax.data pipeline)
+      seq_len=2800,
+      global_batch=16 * info["devices"],
+      seed=0,
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      peak_lr=3e-5,
+      warmup_fraction=0.03,
+      final_lr_fraction=0.1,  # cosine floor as a fraction of peak: unverified
+      b1=0.9,  # unverified
+      b2=0.95,  # unverified
+      eps=1e-8,
+      weight_decay=0.1,  # unverified
+      clip_norm=1.0,
+      grad_accum_steps=1,  # unverified
+      z_loss=0.0,
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=info["steps"],
+      seed=0,
+      log_every=10,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      async_checkpointing=True,
+      peak_tflops_per_device=0.0,  # 0: look the device up (unknown devices report mfu as null)
+  ))
+  # Parameters only, from a previous stage's workdir or step dir (how stage N starts from N-1).
+  c.init_from = ""
+
+  # data x fsdp x tensor inside a slice/node (ici) and across slices/nodes (dcn); -1 fills.
+  c.mesh = ml_collections.ConfigDict(dict(
+      ici=dict(data=1, fsdp=-1, tensor=1),
+      dcn=dict(data=-1, fsdp=1, tensor=1),
+  ))
+  c.sharding = ml_collections.ConfigDict(dict(rules="fsdp"))  # a name in RULE_SETS, or a list of pairs
+
+  if size == "1b":
+    c.data.update(seq_len=2048, global_batch=8)
+    c.model.remat_policy = "none"
+  elif size == "40m":
+    c.data.update(seq_len=512, global_batch=4)
+    c.model.update(dtype="float32", remat_policy="none")
+    c.train.update(steps=200, log_every=10, checkpoint_every=100)
+  elif size == "smoke":
+    c.data.update(seq_len=128, global_batch=8)
+    c.optimizer.update(peak_lr=3e-3, weight_decay=0.0)
+    c.train.update(steps=60, log_every=10, checkpoint_every=30, keep_checkpoints=2)
+  return c

@@ -1,0 +1,42 @@
+"""Model presets. `mio_7b` is MIO-7B exactly (Yi-6B-Base extended to the multimodal vocabulary)."""
+
+import ml_collections
+
+MIO_7B_VOCAB = dict(text_size=64000, image_codes=8192, speech_codebook=1024, speech_layers=4)
+
+
+def _model(**kw) -> ml_collections.ConfigDict:
+  base = dict(
+      norm_eps=1e-5,
+      rope_theta=5_000_000.0,
+      dtype="bfloat16",
+      param_dtype="float32",
+      attention_impl="auto",
+      remat_policy="dots",
+      scan_layers=True,
+  )
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+PRESETS = {
+    # 32 layers, hidden 4096, 32 query heads of 128, 4 KV heads, SwiGLU 11008, vocab 76294.
+    "mio_7b": lambda: _model(vocab_size=76294, embed_dim=4096, num_layers=32, num_heads=32,
+                             num_kv_heads=4, head_dim=128, mlp_dim=11008),
+    # ~1.0B parameters, for single-GPU MFU benchmarks (TinyLlama-like widths, MIO vocabulary).
+    "1b": lambda: _model(vocab_size=76294, embed_dim=2048, num_layers=16, num_heads=16,
+                         num_kv_heads=4, head_dim=128, mlp_dim=5632),
+    # ~40M parameters, for CPU benchmarks against PyTorch (issue 2's shapes).
+    "40m": lambda: _model(vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
+                          num_kv_heads=2, head_dim=64, mlp_dim=1408),
+    # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores.
+    "tiny": lambda: _model(vocab_size=6126, embed_dim=64, num_layers=2, num_heads=4,
+                           num_kv_heads=2, head_dim=16, mlp_dim=192, dtype="float32",
+                           remat_policy="none"),
+}
+
+
+def get_model(name: str) -> ml_collections.ConfigDict:
+  if name not in PRESETS:
+    raise ValueError(f"config.model preset {name!r} is not one of {sorted(PRESETS)}")
+  return PRESETS[name]()

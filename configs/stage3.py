@@ -1,0 +1,7 @@
+"""Stage 3: see configs/base.py for sizes. `--config=configs/stage3.py:smoke` for the CPU smoke run."""
+
+from configs.base import stage_config
+
+
+def get_config(arg: str = ""):
+  return stage_config(3, arg)

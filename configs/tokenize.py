@@ -1,0 +1,71 @@
+"""Offline tokenization job config: `--config=configs/tokenize.py:PRESET`.
+
+Presets:
+  mini          all six manifests of data/mini (the committed mini corpus)
+  image_text, speech_text, video_text, interleaved, text, conversation
+                the one data/mini manifest of that kind
+  coco_captions, librispeech
+                TFDS data sets (needs tensorflow_datasets and prepared data; tfds_data_dir)
+Override any key on the command line, e.g. --config.input=my.jsonl --config.output_dir=out
+--config.image_tokenizer=DIR --config.speech_tokenizer=DIR.
+"""
+
+import os
+
+import ml_collections
+
+MINI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mini")
+KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conversation")
+TFDS = {"coco_captions": "tfds:coco_captions/train", "librispeech": "tfds:librispeech/train_clean100"}
+
+
+def get_config(preset: str = "mini") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  if preset == "mini":
+    c.input = ",".join(os.path.join(MINI, f"{k}.jsonl") for k in KINDS)
+  elif preset in KINDS:
+    c.input = os.path.join(MINI, f"{preset}.jsonl")
+  elif preset in TFDS:
+    c.input = TFDS[preset]
+  else:
+    raise ValueError(f"tokenize preset {preset!r} is not one of mini, {', '.join(KINDS + tuple(TFDS))}")
+  c.output_dir = ""
+  c.tfds_data_dir = ""
+
+  # Encoders: converted tokenizer folders (tokenizers_port.convert; tiny random ones from
+  # `python -m mio_jax.tokenize.tiny_tokenizers DIR`), "test_double" for the code-from-signal
+  # doubles that exercise the job without a tokenizer, or "" for none (such samples are quarantined).
+  c.image_tokenizer = ""
+  c.speech_tokenizer = ""
+  c.image_batch_size = 8  # per encoder call, over all local devices (a multiple of their count)
+  c.speech_batch_size = 8
+  # Clips are padded to a multiple of this many samples (0: the tokenizer's own, 1 s): each padded
+  # length is one compiled shape. The ported SpeechTokenizer masks padding, so codes do not change.
+  c.speech_pad_multiple = 0
+
+  # Work split: shard i goes to process i % process_count. -1: jax.process_index()/process_count().
+  c.shard_size = 256
+  c.process_index = -1
+  c.process_count = -1
+  c.num_workers = 4  # decoding threads
+  c.prefetch_shards = 1  # shards decoded ahead of the one being encoded
+  c.progress = True
+
+  # Decoding and MIO's filters (mio_jax.tokenize.media.MediaConfig).
+  c.media = ml_collections.ConfigDict(dict(
+      image_min_side=224,  # MIO: drop images under 224x224
+      image_max_aspect=2.0,  # MIO: drop aspect ratio over 2:1
+      video_min_side=224,
+      video_max_aspect=2.0,
+      sample_rate=16000,
+      resample=True,  # False: clips at other rates are quarantined
+      min_input_rate=8000,
+      max_input_rate=192000,
+      speech_max_s=15.0,  # MIO: drop clips over 15 s
+      pair_video_mode="uniform",  # video_text: uniform frames
+      interleaved_video_mode="keyframes",  # interleaved / conversation video: scene-change keyframes
+      num_frames=4,  # MIO: 4-8 frames per video-text pair
+      max_keyframes=8,
+      scene_threshold=30.0,
+  ))
+  return c

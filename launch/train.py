@@ -1,0 +1,53 @@
+"""Train a MIO-style model.
+
+  python launch/train.py --config=configs/stage2.py --workdir=/path/to/run \\
+      --config.optimizer.peak_lr=1e-4 --config.mesh.ici.tensor=4
+
+`--config=configs/stageN.py:smoke` runs the tiny CPU configuration. Rerunning with the same workdir
+resumes from its latest checkpoint.
+"""
+
+import os
+import sys
+
+# The repo root replaces this script's folder on the path: launch/tokenize.py must not shadow the
+# standard library's tokenize module.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import logging  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Path to a config file, with :size after it.")
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and TensorBoard events go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def setup_console_logging() -> None:
+  """Our progress lines at INFO; orbax's and jax's per-save chatter only from WARNING up."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler(sys.stdout)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  ours = logging.getLogger("mio_jax")
+  ours.setLevel(logging.INFO)
+  ours.addHandler(handler)
+  ours.propagate = False
+
+
+def main(argv):
+  del argv
+  from mio_jax.train.loop import train
+  from mio_jax.train.validate import ConfigError
+
+  setup_console_logging()
+  try:
+    result = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  except ConfigError as e:
+    sys.exit(f"config error: {e}")
+  print(f"trained to step {result.final_step}; workdir {os.path.abspath(result.workdir)}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,147 @@
+"""The Llama-style decoder: embedding, a scanned stack of blocks, final norm, untied LM head.
+
+    h = x + Attention(RMSNorm(x));  y = h + MLP(RMSNorm(h))
+
+Blocks are created under `nnx.vmap` so their parameters are stacked on a leading `layers` axis, and
+applied with `nnx.scan` (one compiled block however deep the model), each wrapped in `nnx.remat`
+with the policy named in config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+from flax import nnx
+
+from mio_jax.model.attention import attention
+from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
+from mio_jax.parallel.rules import constrain
+
+REMAT_POLICIES = {
+    "none": None,  # keep every activation: fastest, most memory
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block in backward
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_out": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  embed_dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  norm_eps: float = 1e-5
+  rope_theta: float = 5_000_000.0
+  dtype: str = "bfloat16"
+  param_dtype: str = "float32"
+  attention_impl: str = "xla"
+  remat_policy: str = "dots"
+  scan_layers: bool = True
+
+  @classmethod
+  def from_config(cls, cfg) -> "ModelConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+
+  def num_params(self, include_embedding: bool = True) -> int:
+    e, h, k, d, m = self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim
+    per_layer = e * d * (2 * h + 2 * k) + 3 * e * m + 2 * e
+    total = self.num_layers * per_layer + e
+    if include_embedding:
+      total += 2 * self.vocab_size * e
+    return total
+
+
+class Attention(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    e, h, k, d = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    pd = jnp.dtype(cfg.param_dtype)
+    self.wq = param(rngs, fan_in_init(e), (e, h, d), ("embed", "heads", "head_dim"), pd)
+    self.wk = param(rngs, fan_in_init(e), (e, k, d), ("embed", "kv_heads", "head_dim"), pd)
+    self.wv = param(rngs, fan_in_init(e), (e, k, d), ("embed", "kv_heads", "head_dim"), pd)
+    self.wo = param(rngs, fan_in_init(h * d), (h, d, e), ("heads", "head_dim", "embed"), pd)
+
+  def __call__(self, x, segment_ids, positions):
+    cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+    q = jnp.einsum("bte,ehd->bthd", x, self.wq[...].astype(dt))
+    k = jnp.einsum("bte,ehd->bthd", x, self.wk[...].astype(dt))
+    v = jnp.einsum("bte,ehd->bthd", x, self.wv[...].astype(dt))
+    q = constrain(rotary_embedding(q, positions, cfg.rope_theta), ("batch", "length", "act_heads", None))
+    k = constrain(rotary_embedding(k, positions, cfg.rope_theta), ("batch", "length", "act_kv_heads", None))
+    v = constrain(v, ("batch", "length", "act_kv_heads", None))
+    q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
+    out = attention(q, k, v, segment_ids, causal=True, impl=cfg.attention_impl)
+    out = checkpoint_name(out, "attn_out")
+    out = jnp.einsum("bthd,hde->bte", out, self.wo[...].astype(dt))
+    return constrain(out, ("batch", "length", "act_embed"))
+
+
+class DecoderBlock(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+    self.attn_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
+    self.mlp = MLP(cfg.embed_dim, cfg.mlp_dim, dtype=dt, param_dtype=pd, rngs=rngs)
+
+  def __call__(self, x, segment_ids, positions):
+    x = x + self.attn(self.attn_norm(x), segment_ids, positions)
+    return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nnx.Module):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    if cfg.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"config.model.remat_policy={cfg.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
+    self.cfg = cfg
+    pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+    self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pd, rngs=rngs)
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make_blocks(rngs):
+      return DecoderBlock(cfg, rngs=rngs)
+
+    self.blocks = make_blocks(rngs)
+    self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
+    self.lm_head = param(rngs, fan_in_init(cfg.embed_dim), (cfg.embed_dim, cfg.vocab_size),
+                         ("embed", "vocab"), pd)
+
+  def hidden_states(self, ids: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
+    """Final-norm hidden states [batch, length, embed] for token ids [batch, length]."""
+    x = self.embed(ids)
+    policy = REMAT_POLICIES[self.cfg.remat_policy]
+
+    def apply_block(x, block):
+      return block(x, segment_ids, positions)
+
+    if self.cfg.remat_policy != "none":
+      apply_block = nnx.remat(apply_block, policy=policy, prevent_cse=not self.cfg.scan_layers)
+    if self.cfg.scan_layers:
+      x = nnx.scan(apply_block, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(x, self.blocks)
+    else:
+      for i in range(self.cfg.num_layers):
+        x = apply_block(x, _layer(self.blocks, i))
+    return self.final_norm(x)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    out = jnp.einsum("bte,ev->btv", hidden, self.lm_head[...].astype(hidden.dtype))
+    return constrain(out, ("batch", "length", "act_vocab"))
+
+  def __call__(self, ids, segment_ids, positions) -> jax.Array:
+    return self.logits(self.hidden_states(ids, segment_ids, positions))
+
+
+def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:
+  """Block i of the stacked blocks, for the unscanned (debugging) path."""
+  graphdef, state = nnx.split(blocks)
+  return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))

@@ -1,0 +1,110 @@
+"""Logical axis names -> mesh axes: one small rule table decides every sharding.
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, ...) in their `logical_axes` metadata;
+activations name theirs at `constrain(x, names)` calls. A rule table maps each logical name to mesh
+axes; the first rule whose mesh axes are all still unused in that array wins, so one table serves
+every mesh shape (an axis of size 1 shards nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+# Activations: batch over data+fsdp; heads and MLP hidden over tensor (Megatron-style).
+_ACTIVATION_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+RULE_SETS: dict[str, Rules] = {
+    # ZeRO-3 style: every weight's embed dim split over fsdp, tensor-parallel dims over tensor.
+    "fsdp": _ACTIVATION_RULES + (
+        ("layers", None),
+        ("embed", "fsdp"),
+        ("vocab", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("mlp", "tensor"),
+        ("norm", None),
+    ),
+    # Pure tensor parallelism: weights replicated over data/fsdp, split over tensor only.
+    "tensor": _ACTIVATION_RULES + (
+        ("layers", None),
+        ("embed", None),
+        ("vocab", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("mlp", "tensor"),
+        ("norm", None),
+    ),
+    # Plain data parallelism: every weight replicated.
+    "data": _ACTIVATION_RULES + tuple(
+        (name, None) for name in ("layers", "embed", "vocab", "heads", "kv_heads", "head_dim", "mlp", "norm")),
+}
+
+
+def get_rules(name_or_rules: str | Sequence) -> Rules:
+  if isinstance(name_or_rules, str):
+    if name_or_rules not in RULE_SETS:
+      raise ValueError(f"config.sharding.rules={name_or_rules!r} is not one of {sorted(RULE_SETS)}")
+    return RULE_SETS[name_or_rules]
+  return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in name_or_rules)
+
+
+def logical_to_spec(names: Sequence[str | None], rules: Rules) -> P:
+  """PartitionSpec for an array whose dims have these logical names."""
+  table = dict(rules)
+  used: set[str] = set()
+  spec = []
+  for name in names:
+    axes = table.get(name) if name is not None else None
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    if any(a in used for a in axes):
+      axes = ()
+    used.update(axes)
+    spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+  return P(*spec)
+
+
+def named_sharding(mesh: Mesh, names: Sequence[str | None], rules: Rules) -> NamedSharding:
+  return NamedSharding(mesh, logical_to_spec(names, rules))
+
+
+# The mesh and rules that activation constraints use while a step is traced.
+_ACTIVE: list[tuple[Mesh, Rules]] = []
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Rules) -> Iterator[None]:
+  """Within this context, `constrain` pins activations to the mesh; outside it, it does nothing."""
+  _ACTIVE.append((mesh, rules))
+  try:
+    yield
+  finally:
+    _ACTIVE.pop()
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  if not _ACTIVE:
+    return x
+  mesh, rules = _ACTIVE[-1]
+  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules))
+
+
+def batch_spec() -> P:
+  """Batch arrays [batch, length]: rows over data and fsdp, the sequence whole."""
+  return P(("data", "fsdp"), None)

@@ -1,0 +1,143 @@
+"""The training loop: validate, build the mesh, init or resume, compile once, step, log, save.
+
+    config --validate--> mesh --> sharded state (init | resume | init_from) --> compiled step
+          --> for each batch: step, metrics every log_every, checkpoint every checkpoint_every
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from mio_jax.model.transformer import ModelConfig
+from mio_jax.parallel import mesh as mesh_lib
+from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
+from mio_jax.train import checkpoint as ckpt
+from mio_jax.train import metrics as metrics_lib
+from mio_jax.train.state import TrainState, create_train_state, make_optimizer
+from mio_jax.train.step import BATCH_KEYS, make_train_step
+from mio_jax.train.synthetic import SyntheticBatches
+from mio_jax.train.validate import modality_ranges, validate
+
+log = logging.getLogger("mio_jax.train")
+
+
+@dataclasses.dataclass
+class TrainResult:
+  final_step: int
+  losses: dict[int, float]  # step -> loss, for every step run in this call
+  workdir: str
+
+
+def make_batches(config, batch_sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
+  kwargs = dict(batch_sharding=batch_sharding, process_index=jax.process_index(),
+                process_count=jax.process_count())
+  if config.data.source == "synthetic":
+    return SyntheticBatches(seed=config.data.seed, global_batch=config.data.global_batch,
+                            seq_len=config.data.seq_len, vocab_size=config.model.vocab_size, **kwargs)
+  from mio_jax.data.pipeline import make_train_iterator
+  return make_train_iterator(config, **kwargs)
+
+
+def compile_step(step_fn, state: TrainState, shardings: TrainState, batch_sharding: NamedSharding,
+                 config) -> Any:
+  """Lower and compile once, before the first batch; report the memory the step needs."""
+  batch_shape = jax.ShapeDtypeStruct((config.data.global_batch, config.data.seq_len), jnp.int32,
+                                     sharding=batch_sharding)
+  abstract_batch = {k: batch_shape for k in BATCH_KEYS}
+  abstract_batch["loss_mask"] = jax.ShapeDtypeStruct(batch_shape.shape, jnp.float32, sharding=batch_sharding)
+  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
+                   donate_argnums=(0,))
+  compiled = jitted.lower(state, abstract_batch).compile()
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    total = sum(getattr(mem, f, 0) or 0 for f in (
+        "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")) - (
+            getattr(mem, "alias_size_in_bytes", 0) or 0)
+    log.info("train_step compiled: %.1f MiB per device (arguments %.1f, temporaries %.1f)",
+             total / 2**20, mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
+  return compiled
+
+
+def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResult:
+  """Train to config.train.steps, resuming from workdir's latest checkpoint if there is one.
+
+  `stop_at_step` ends this call early (after checkpointing), as a preemption would.
+  """
+  mesh_lib.maybe_initialize_distributed()
+  validate(config, jax.device_count())
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = get_rules(config.sharding.rules)
+  model_cfg = ModelConfig.from_config(config.model)
+  tx, schedule = make_optimizer(config.optimizer, config.train.steps)
+  batch_sharding = NamedSharding(mesh, batch_spec())
+  log.info("mesh %s; model %.1fM parameters", dict(mesh.shape), model_cfg.num_params() / 1e6)
+
+  with jax.set_mesh(mesh), activation_sharding(mesh, rules):
+    state, shardings, graphdef = create_train_state(model_cfg, tx, config.train.seed, mesh, rules)
+    batches = make_batches(config, batch_sharding)
+    manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints,
+                                async_save=config.train.async_checkpointing)
+    latest = manager.latest_step()
+    if latest is not None:
+      state, data_state = ckpt.restore(manager, latest, state, shardings)
+      batches.set_state(data_state)
+      log.info("resumed from %s at step %d", ckpt.checkpoint_dir(workdir), latest)
+    elif config.init_from:
+      params = ckpt.load_params(config.init_from, state.params, shardings.params)
+      state = dataclasses.replace(state, params=params)
+      log.info("initialised parameters from %s", config.init_from)
+
+    step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(config.vocab),
+                              grad_accum_steps=config.optimizer.grad_accum_steps,
+                              z_loss=config.optimizer.z_loss)
+    compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
+    last = min(config.train.steps, stop_at_step or config.train.steps)
+    return _run(config, workdir, compiled, state, batches, manager, model_cfg, last)
+
+
+def _run(config, workdir, compiled, state, batches, manager, model_cfg, last: int) -> TrainResult:
+  tc = config.train
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  tokens_per_step = config.data.global_batch * config.data.seq_len
+  throughput = metrics_lib.Throughput(
+      tokens_per_step, metrics_lib.train_flops_per_token(model_cfg, config.data.seq_len),
+      metrics_lib.num_devices_peak(tc.peak_tflops_per_device))
+  step = int(jax.device_get(state.step))
+  pending, losses = [], {}
+  start = time.perf_counter()
+  while step < last:
+    state, metrics = compiled(state, next(batches))
+    step += 1
+    throughput.step()
+    pending.append((step, metrics))
+    if step % tc.log_every == 0 or step == last:
+      tokens_per_s, mfu = throughput.read()
+      for s, m in jax.device_get(pending):
+        scalars = {k: float(v) for k, v in m.items()}
+        losses[s] = scalars["loss"]
+        writer.write(s, {**scalars, "tokens_per_second": tokens_per_s, "mfu": mfu})
+      pending.clear()
+      _progress(step, tc.steps, scalars, tokens_per_s, mfu, time.perf_counter() - start)
+    if step % tc.checkpoint_every == 0 or step == last:
+      ckpt.save(manager, state, batches.get_state())
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return TrainResult(final_step=step, losses=losses, workdir=workdir)
+
+
+def _progress(step, total, scalars, tokens_per_s, mfu, elapsed) -> None:
+  modality = " ".join(f"{k[5:]} {v:.3f}" for k, v in scalars.items()
+                      if k.startswith("loss_") and not np.isnan(v))
+  mfu_text = f" mfu {mfu:.1%}" if mfu is not None else ""
+  log.info("step %d/%d loss %.4f (%s) lr %.2e gnorm %.2f %.0f tok/s%s %.0fs", step, total,
+           scalars["loss"], modality, scalars["learning_rate"], scalars["grad_norm"], tokens_per_s,
+           mfu_text, elapsed)

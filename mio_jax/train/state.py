@@ -1,0 +1,109 @@
+"""Train state (step, params, optimizer state), the optax optimizer, and their shardings.
+
+Parameters are a plain nested dict of arrays (`nnx.to_pure_dict` of the model), so checkpoints and
+the PyTorch export see simple names like `blocks/attn/wq`. The model's graph definition stays static
+and re-joins the params inside the step with `nnx.merge`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mio_jax.model.transformer import ModelConfig, Transformer
+from mio_jax.parallel.rules import Rules, named_sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
+  """Linear warmup to peak over warmup_fraction of the steps, then cosine to the floor (MIO)."""
+  warmup = max(1, int(round(opt_cfg.warmup_fraction * total_steps)))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=opt_cfg.peak_lr,
+      warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1),
+      end_value=opt_cfg.peak_lr * opt_cfg.final_lr_fraction,
+  )
+
+
+def make_optimizer(opt_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  schedule = learning_rate_schedule(opt_cfg, total_steps)
+  tx = optax.chain(
+      optax.clip_by_global_norm(opt_cfg.clip_norm),
+      optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                  weight_decay=opt_cfg.weight_decay, mask=_norm_free_mask),
+  )
+  return tx, schedule
+
+
+def _norm_free_mask(params: dict) -> dict:
+  """Weight decay on weight matrices only; RMSNorm scales are exempt, as in Llama training."""
+  return {k: _norm_free_mask(v) if isinstance(v, dict) else k != "scale" for k, v in params.items()}
+
+
+def model_graphdef_and_axes(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, dict, dict]:
+  """The model's static graph, abstract params, and each param's logical axis names (no FLOPs)."""
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  shapes = nnx.to_pure_dict(state)
+  axes = {}
+  for path, var in nnx.to_flat_state(state):
+    names = tuple(var.get_metadata()["logical_axes"])
+    if len(var.shape) == len(names) + 1:  # stacked by nnx.vmap over layers
+      names = ("layers",) + names
+    _set_path(axes, path, names)
+  return graphdef, shapes, axes
+
+
+def _set_path(tree: dict, path: tuple, value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def init_params(model_cfg: ModelConfig, seed: int) -> dict:
+  return nnx.to_pure_dict(nnx.state(Transformer(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+
+
+def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.GradientTransformation,
+                    abstract_state: TrainState) -> TrainState:
+  """Shardings for every leaf of the train state: params by their logical axes, optimizer moments
+  like the params they track, scalars replicated."""
+  is_names = lambda x: isinstance(x, tuple) and all(isinstance(n, str) for n in x)
+  param_sh = jax.tree.map(lambda names: named_sharding(mesh, names, rules), param_axes, is_leaf=is_names)
+  replicated = NamedSharding(mesh, P())
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, sh: sh, abstract_state.opt_state, param_sh,
+      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
+  return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
+
+
+def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                       mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.GraphDef]:
+  """Initialise the state directly in its sharded layout (no host ever holds the whole model).
+
+  Returns (state, its shardings, the model graphdef).
+  """
+  graphdef, _, axes = model_graphdef_and_axes(model_cfg)
+
+  def init() -> TrainState:
+    params = init_params(model_cfg, seed)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init)
+  shardings = state_shardings(mesh, rules, axes, tx, abstract)
+  state = jax.jit(init, out_shardings=shardings)()
+  return state, shardings, graphdef

@@ -1,0 +1,93 @@
+"""Checks that a training config can work, run before anything is compiled.
+
+Each failure is one line naming the config key, raised as `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from mio_jax.model.attention import available_impls
+from mio_jax.model.transformer import REMAT_POLICIES
+from mio_jax.parallel.mesh import MeshConfigError, mesh_shape
+from mio_jax.parallel.rules import MESH_AXES, get_rules
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def vocabulary_size(vocab_cfg) -> int:
+  """Ids in the unified layout: text, MIO's 6 special tokens, image codes, kept speech layers."""
+  return max(hi for _, hi in modality_ranges(vocab_cfg).values())
+
+
+def modality_ranges(vocab_cfg) -> dict[str, tuple[int, int]]:  # INTEGRATE: replace with mio_jax.vocab
+  text_end = vocab_cfg.text_size + 6
+  image = vocab_cfg.image_codes
+  speech = vocab_cfg.speech_codebook * vocab_cfg.speech_layers
+  first, second = (image, speech) if vocab_cfg.code_order == "image_first" else (speech, image)
+  ranges = {"text": (0, text_end)}
+  lo = text_end
+  for name, n in (("image", first), ("speech", second)) if vocab_cfg.code_order == "image_first" else (
+      ("speech", first), ("image", second)):
+    ranges[name] = (lo, lo + n)
+    lo += n
+  return ranges
+
+
+def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
+  """Raise ConfigError for the first problem; return the resolved mesh axis sizes."""
+  try:
+    ici, dcn = mesh_shape(config.mesh, num_devices, num_slices)
+  except MeshConfigError as e:
+    raise ConfigError(str(e)) from None
+  axes = {a: i * d for a, i, d in zip(MESH_AXES, ici, dcn)}
+  m, data = config.model, config.data
+
+  batch_shards = axes["data"] * axes["fsdp"]
+  accum = config.optimizer.grad_accum_steps
+  if accum < 1:
+    raise ConfigError(f"config.optimizer.grad_accum_steps={accum} must be at least 1")
+  if data.global_batch % (batch_shards * accum):
+    raise ConfigError(
+        f"config.data.global_batch={data.global_batch} is not divisible by data x fsdp = {batch_shards}"
+        + (f" x grad_accum_steps {accum}" if accum > 1 else ""))
+  if data.seq_len < 2:
+    raise ConfigError(f"config.data.seq_len={data.seq_len} must be at least 2")
+
+  if m.attention_impl not in available_impls():
+    raise ConfigError(f"config.model.attention_impl={m.attention_impl!r} is unknown; "
+                      f"choose one of {', '.join(available_impls())}")
+  if m.remat_policy not in REMAT_POLICIES:
+    raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} is unknown; "
+                      f"choose one of {', '.join(REMAT_POLICIES)}")
+  if m.num_heads % m.num_kv_heads:
+    raise ConfigError(f"config.model.num_heads={m.num_heads} is not a multiple of num_kv_heads={m.num_kv_heads}")
+  if m.head_dim % 2:
+    raise ConfigError(f"config.model.head_dim={m.head_dim} must be even for rotary embeddings")
+
+  expected_vocab = vocabulary_size(config.vocab)
+  if m.vocab_size != expected_vocab:
+    raise ConfigError(f"config.model.vocab_size={m.vocab_size} disagrees with the tokenizer layout in "
+                      f"config.vocab ({expected_vocab} ids)")
+
+  try:
+    get_rules(config.sharding.rules)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  for key, size, axis in (("num_kv_heads", m.num_kv_heads, "tensor"), ("mlp_dim", m.mlp_dim, "tensor"),
+                          ("vocab_size", m.vocab_size, "tensor"), ("embed_dim", m.embed_dim, "fsdp")):
+    if size % axes[axis]:
+      raise ConfigError(f"config.model.{key}={size} is not divisible by the {axis} axis ({axes[axis]})")
+
+  if config.init_from and not os.path.exists(config.init_from):
+    raise ConfigError(f"config.init_from={config.init_from!r} does not exist")
+  if config.train.steps < 1:
+    raise ConfigError(f"config.train.steps={config.train.steps} must be at least 1")
+  return axes
+
+
+def total_devices(axes: dict[str, int]) -> int:
+  return math.prod(axes.values())

@@ -1,0 +1,62 @@
+"""Each config that cannot work fails before compiling, with one line naming the key."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs.base import stage_config
+from mio_jax.train.validate import ConfigError, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def smoke():
+  return stage_config(2, "smoke")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c.mesh.ici.update(data=3, fsdp=1), r"^config.mesh.ici: .* uses 3 devices but there are 8$"),
+    (lambda c: c.data.update(global_batch=6), r"^config.data.global_batch=6 is not divisible by data x fsdp = 8$"),
+    (lambda c: c.model.update(vocab_size=5000), r"^config.model.vocab_size=5000 disagrees with the tokenizer"),
+    (lambda c: c.vocab.update(text_size=999), r"^config.model.vocab_size=6126 disagrees .* \(6125 ids\)$"),
+    (lambda c: c.model.update(attention_impl="flash9"), r"^config.model.attention_impl='flash9' is unknown"),
+    (lambda c: c.model.update(remat_policy="some"), r"^config.model.remat_policy='some' is unknown"),
+    (lambda c: c.model.update(num_kv_heads=3), r"^config.model.num_heads=4 is not a multiple of num_kv_heads=3$"),
+    (lambda c: c.mesh.ici.update(fsdp=2, tensor=4), r"^config.model.num_kv_heads=2 is not divisible by the tensor axis \(4\)$"),
+    (lambda c: c.optimizer.update(grad_accum_steps=3), r"^config.data.global_batch=8 is not divisible by .* grad_accum_steps 3$"),
+    (lambda c: c.sharding.update(rules="zero3"), r"^config.sharding.rules='zero3' is not one of"),
+    (lambda c: c.update(init_from="/nonexistent/run"), r"^config.init_from='/nonexistent/run' does not exist$"),
+])
+def test_bad_config_names_its_key(edit, match):
+  c = smoke()
+  edit(c)
+  with pytest.raises(ConfigError, match=match) as info:
+    validate(c, num_devices=8)
+  assert "\n" not in str(info.value)
+
+
+def test_good_configs_pass_for_every_stage_and_size():
+  for stage in (1, 2, 3, 4):
+    for size, devices in (("", 128), ("1b", 8), ("40m", 1), ("smoke", 8)):
+      c = stage_config(stage, size)
+      validate(c, num_devices=devices)
+
+
+def test_mio_7b_preset_is_exact():
+  m = stage_config(1).model
+  assert (m.vocab_size, m.embed_dim, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.mlp_dim,
+          m.norm_eps, m.rope_theta) == (76294, 4096, 32, 32, 4, 128, 11008, 1e-5, 5_000_000.0)
+  assert stage_config(1).data.seq_len == 2800
+
+
+def test_cli_reports_a_bad_config_in_one_line_without_compiling(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "launch/train.py", "--config=configs/stage2.py:smoke", f"--workdir={tmp_path}",
+       "--config.data.global_batch=6"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "config error: config.data.global_batch=6 is not divisible by data x fsdp = 8")
+  assert not os.path.exists(tmp_path / "checkpoints")
