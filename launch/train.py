@@ -14,10 +14,7 @@ import sys
 # standard library's tokenize module.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import logging  # noqa: E402
-
 from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with :size after it.")
@@ -25,19 +22,9 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and Tenso
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def setup_console_logging() -> None:
-  """Our progress lines at INFO; orbax's and jax's per-save chatter only from WARNING up."""
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler(sys.stdout)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  ours = logging.getLogger("mio_jax")
-  ours.setLevel(logging.INFO)
-  ours.addHandler(handler)
-  ours.propagate = False
-
-
 def main(argv):
   del argv
+  from mio_jax.console import setup_console_logging
   from mio_jax.train.loop import train
   from mio_jax.train.validate import ConfigError
 

@@ -25,6 +25,7 @@ from mio_jax.train.state import TrainState, create_train_state, make_optimizer
 from mio_jax.train.step import BATCH_KEYS, make_train_step
 from mio_jax.train.synthetic import SyntheticBatches
 from mio_jax.train.validate import modality_ranges, validate
+from mio_jax.vocab import Vocabulary
 
 log = logging.getLogger("mio_jax.train")
 
@@ -95,7 +96,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
       state = dataclasses.replace(state, params=params)
       log.info("initialised parameters from %s", config.init_from)
 
-    step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(config.vocab),
+    step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(Vocabulary.from_config(config.vocab)),
                               grad_accum_steps=config.optimizer.grad_accum_steps,
                               z_loss=config.optimizer.z_loss)
     compiled = compile_step(step_fn, state, shardings, batch_sharding, config)

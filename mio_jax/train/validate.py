@@ -5,36 +5,25 @@ Each failure is one line naming the config key, raised as `ConfigError`.
 
 from __future__ import annotations
 
-import math
 import os
 
 from mio_jax.model.attention import available_impls
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape
 from mio_jax.parallel.rules import MESH_AXES, get_rules
+from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
 
 
 class ConfigError(ValueError):
   pass
 
 
-def vocabulary_size(vocab_cfg) -> int:
-  """Ids in the unified layout: text, MIO's 6 special tokens, image codes, kept speech layers."""
-  return max(hi for _, hi in modality_ranges(vocab_cfg).values())
-
-
-def modality_ranges(vocab_cfg) -> dict[str, tuple[int, int]]:  # INTEGRATE: replace with mio_jax.vocab
-  text_end = vocab_cfg.text_size + 6
-  image = vocab_cfg.image_codes
-  speech = vocab_cfg.speech_codebook * vocab_cfg.speech_layers
-  first, second = (image, speech) if vocab_cfg.code_order == "image_first" else (speech, image)
-  ranges = {"text": (0, text_end)}
-  lo = text_end
-  for name, n in (("image", first), ("speech", second)) if vocab_cfg.code_order == "image_first" else (
-      ("speech", first), ("image", second)):
-    ranges[name] = (lo, lo + n)
-    lo += n
-  return ranges
+def modality_ranges(vocab: Vocabulary) -> dict[str, tuple[int, int]]:
+  """[lo, hi) target ids per modality, for per-modality losses; special tokens count as text."""
+  speech_ids = vocab.speech_layers * vocab.speech_codebook
+  return {"text": (0, vocab.text_size + len(SPECIAL_TOKENS)),
+          "image": (vocab.image_base, vocab.image_base + vocab.image_codes),
+          "speech": (vocab.speech_base, vocab.speech_base + speech_ids)}
 
 
 def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
@@ -68,10 +57,13 @@ def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
   if m.head_dim % 2:
     raise ConfigError(f"config.model.head_dim={m.head_dim} must be even for rotary embeddings")
 
-  expected_vocab = vocabulary_size(config.vocab)
-  if m.vocab_size != expected_vocab:
+  try:
+    vocab = Vocabulary.from_config(config.vocab)  # loads and checks the text model when one is set
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if m.vocab_size != vocab.size:
     raise ConfigError(f"config.model.vocab_size={m.vocab_size} disagrees with the tokenizer layout in "
-                      f"config.vocab ({expected_vocab} ids)")
+                      f"config.vocab ({vocab.size} ids)")
 
   try:
     get_rules(config.sharding.rules)
@@ -87,7 +79,3 @@ def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
   if config.train.steps < 1:
     raise ConfigError(f"config.train.steps={config.train.steps} must be at least 1")
   return axes
-
-
-def total_devices(axes: dict[str, int]) -> int:
-  return math.prod(axes.values())

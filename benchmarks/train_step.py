@@ -1,0 +1,143 @@
+"""Train-step throughput (tokens/s) and MFU, against HF transformers + torch AdamW in the same run.
+
+  python benchmarks/train_step.py                       # ~40M preset, batch 4 x 512, vs PyTorch (CPU)
+  python benchmarks/train_step.py --preset=1b --batch=8 --seq=2048 --no-torch   # MFU on one GPU
+
+Both sides train the same architecture (Llama, GQA, SwiGLU, untied head) on the same shapes in
+float32 (bfloat16 compute with --dtype=bfloat16 on accelerators). Rounds alternate between the two
+so that machine noise hits both alike; the ratio is of the medians.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("preset", "40m", "Model preset from configs/models.py.")
+flags.DEFINE_integer("batch", 4, "Global batch (sequences).")
+flags.DEFINE_integer("seq", 512, "Sequence length.")
+flags.DEFINE_integer("steps", 5, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds.")
+flags.DEFINE_string("dtype", "float32", "Compute dtype of our model.")
+flags.DEFINE_string("remat", "none", "Remat policy.")
+flags.DEFINE_string("attention", "xla", "Attention implementation.")
+flags.DEFINE_bool("torch", True, "Also time HF transformers LlamaForCausalLM with torch AdamW.")
+FLAGS = flags.FLAGS
+
+
+def jax_runner():
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  from jax.sharding import NamedSharding
+
+  from configs.models import get_model
+  from mio_jax.model.transformer import ModelConfig
+  from mio_jax.parallel.mesh import make_mesh
+  from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
+  from mio_jax.train import metrics
+  from mio_jax.train.state import create_train_state, make_optimizer
+  from mio_jax.train.step import make_train_step
+  from mio_jax.train.synthetic import SyntheticBatches
+
+  mc = get_model(FLAGS.preset)
+  mc.update(dtype=FLAGS.dtype, remat_policy=FLAGS.remat, attention_impl=FLAGS.attention)
+  cfg = ModelConfig.from_config(mc)
+  opt = ml_collections.ConfigDict(dict(peak_lr=3e-4, warmup_fraction=0.03, final_lr_fraction=0.1, b1=0.9,
+                                       b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(fsdp=-1), dcn=dict(data=-1))))
+  rules = get_rules("fsdp")
+  tx, schedule = make_optimizer(opt, 1000)
+  ranges = {"all": (0, cfg.vocab_size)}
+  sharding = NamedSharding(mesh, batch_spec())
+  with jax.set_mesh(mesh), activation_sharding(mesh, rules):
+    state, shardings, graphdef = create_train_state(cfg, tx, 0, mesh, rules)
+    step = jax.jit(make_train_step(graphdef, tx, schedule, modality_ranges=ranges),
+                   in_shardings=(shardings, sharding), out_shardings=(shardings, None), donate_argnums=0)
+    batches = SyntheticBatches(seed=0, global_batch=FLAGS.batch, seq_len=FLAGS.seq,
+                               vocab_size=cfg.vocab_size, batch_sharding=sharding)
+    batch = next(batches)
+    state, m = step(state, batch)  # compile
+    jax.block_until_ready(m)
+  holder = {"state": state}
+
+  def run(n: int) -> float:
+    t = time.perf_counter()
+    s = holder["state"]
+    with jax.set_mesh(mesh), activation_sharding(mesh, rules):
+      for _ in range(n):
+        s, m = step(s, batch)
+      jax.block_until_ready(m["loss"])
+    holder["state"] = s
+    return time.perf_counter() - t
+
+  peak = metrics.num_devices_peak(0.0)
+  flops_per_token = metrics.train_flops_per_token(cfg, FLAGS.seq)
+  return run, cfg, peak, flops_per_token
+
+
+def torch_runner(cfg):
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+
+  torch.manual_seed(0)
+  hf = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, intermediate_size=cfg.mlp_dim,
+                   num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                   num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.norm_eps,
+                   rope_theta=cfg.rope_theta, tie_word_embeddings=False, max_position_embeddings=FLAGS.seq)
+  model = LlamaForCausalLM(hf).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+  ids = torch.randint(0, cfg.vocab_size, (FLAGS.batch, FLAGS.seq))
+
+  def one_step():
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+  one_step()  # warm-up
+
+  def run(n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+      one_step()
+    return time.perf_counter() - t
+
+  return run
+
+
+def main(argv):
+  del argv
+  import jax
+  run_jax, cfg, peak, flops_per_token = jax_runner()
+  run_torch = torch_runner(cfg) if FLAGS.torch else None
+  tokens = FLAGS.batch * FLAGS.seq * FLAGS.steps
+  jax_tps, torch_tps = [], []
+  for r in range(FLAGS.rounds):
+    jax_tps.append(tokens / run_jax(FLAGS.steps))
+    if run_torch:
+      torch_tps.append(tokens / run_torch(FLAGS.steps))
+    print(f"round {r}: mio_jax {jax_tps[-1]:,.0f} tok/s" +
+          (f"  torch {torch_tps[-1]:,.0f} tok/s" if torch_tps else ""), flush=True)
+  ours = statistics.median(jax_tps)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}  "
+        f"preset {FLAGS.preset} ({cfg.num_params() / 1e6:.1f}M params)  batch {FLAGS.batch} x {FLAGS.seq}  "
+        f"dtype {FLAGS.dtype}")
+  print(f"mio_jax: {ours:,.0f} tokens/s" + (f", MFU {ours * flops_per_token / (peak * 1e12):.1%}" if peak else
+                                             ", MFU n/a (no peak FLOP/s known for this device)"))
+  if torch_tps:
+    import torch
+    theirs = statistics.median(torch_tps)
+    print(f"torch {torch.__version__} (threads {torch.get_num_threads()}): {theirs:,.0f} tokens/s")
+    print(f"ratio mio_jax / torch: {ours / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+  app.run(main)
