@@ -76,7 +76,11 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       peak_tflops_per_device=0.0,  # 0: look the device up (unknown devices report mfu as null)
   ))
   # Parameters only, from a previous stage's workdir or step dir (how stage N starts from N-1).
+  # With init_from empty and runs_dir set, stage N starts from RUNS_DIR/<previous_run>: stage 1 from
+  # the imported text LLM (launch/import_hf.py), stage N from stage N-1 (docs/export.md).
   c.init_from = ""
+  c.runs_dir = ""
+  c.previous_run = {1: "yi6b_mio", 2: "stage1", 3: "stage2", 4: "stage3"}[stage]
 
   # data x fsdp x tensor inside a slice/node (ici) and across slices/nodes (dcn); -1 fills.
   c.mesh = ml_collections.ConfigDict(dict(

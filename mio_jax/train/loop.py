@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from mio_jax.export.run_config import resolve_init_from, save_run_config
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
@@ -74,6 +75,8 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   """
   mesh_lib.maybe_initialize_distributed()
   validate(config, jax.device_count())
+  if jax.process_index() == 0:
+    save_run_config(workdir, config)  # lets the export and the next stage rebuild the model
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = get_rules(config.sharding.rules)
   model_cfg = ModelConfig.from_config(config.model)
@@ -91,10 +94,10 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
       state, data_state = ckpt.restore(manager, latest, state, shardings)
       batches.set_state(data_state)
       log.info("resumed from %s at step %d", ckpt.checkpoint_dir(workdir), latest)
-    elif config.init_from:
-      params = ckpt.load_params(config.init_from, state.params, shardings.params)
+    elif init_from := resolve_init_from(config):
+      params = ckpt.load_params(init_from, state.params, shardings.params)
       state = dataclasses.replace(state, params=params)
-      log.info("initialised parameters from %s", config.init_from)
+      log.info("initialised parameters from %s", init_from)
 
     step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(Vocabulary.from_config(config.vocab)),
                               grad_accum_steps=config.optimizer.grad_accum_steps,

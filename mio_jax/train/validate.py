@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from mio_jax.export.run_config import resolve_init_from
 from mio_jax.model.attention import available_impls
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape
@@ -74,8 +75,10 @@ def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
     if size % axes[axis]:
       raise ConfigError(f"config.model.{key}={size} is not divisible by the {axis} axis ({axes[axis]})")
 
-  if config.init_from and not os.path.exists(config.init_from):
-    raise ConfigError(f"config.init_from={config.init_from!r} does not exist")
+  init_from = resolve_init_from(config)
+  if init_from and not os.path.exists(init_from):
+    key = "config.init_from" if config.get("init_from") else "config.runs_dir/previous_run"
+    raise ConfigError(f"{key}={init_from!r} does not exist")
   if config.train.steps < 1:
     raise ConfigError(f"config.train.steps={config.train.steps} must be at least 1")
   return axes

@@ -1,0 +1,145 @@
+"""Hugging Face Llama checkpoint -> orbax checkpoint of our model, vocabulary extended to MIO's.
+
+    OUT/checkpoints/0/params     the parameter tree (what `config.init_from=OUT` loads)
+    OUT/model_config.json        model and vocab config (what launch/export.py reads)
+    OUT/tokenizer.model          the SentencePiece model, when the HF directory has one
+
+New vocabulary rows (special and code tokens, in the embedding and the LM head alike) start at the
+mean of the checkpoint's rows plus Gaussian noise with `noise` times each dimension's standard
+deviation over those rows (default 0.01): new tokens begin as an "average token", so the
+pretrained model's text predictions barely move, and the noise breaks the symmetry between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mio_jax.export import mapping
+from mio_jax.export.run_config import RUN_CONFIG
+from mio_jax.export.safetensors_io import Reader
+from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout
+from mio_jax.model.transformer import ModelConfig
+
+log = logging.getLogger("mio_jax.export")
+
+VOCAB_AXIS = {"embed/table": 0, "lm_head": 1}  # where our vocabulary-sized tensors keep the vocab
+# Buffers some older checkpoints carry; they are recomputed, not weights.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+DEFAULT_NOISE = 0.01
+
+
+def new_rows(known: np.ndarray, count: int, *, noise: float, rng: np.random.Generator) -> np.ndarray:
+  """`count` rows: the mean of `known` [n, dim] plus noise * per-dimension std * N(0, 1)."""
+  mean = known.mean(0, dtype=np.float64)
+  std = known.std(0, dtype=np.float64)
+  return (mean + noise * std * rng.standard_normal((count, known.shape[1]))).astype(known.dtype)
+
+
+def _vocab_config(hf_dir: str, hf_vocab: int, vocab_cfg: dict | None, text_model: str | None) -> dict:
+  if vocab_cfg is None:
+    if os.path.isfile(os.path.join(hf_dir, LAYOUT_FILE)):
+      vocab_cfg = read_layout(hf_dir)
+    else:  # a text-only checkpoint (Yi-6B-Base): its ids are the text ids, MIO's codes follow
+      vocab_cfg = dict(text_size=hf_vocab)  # Vocabulary's defaults are MIO-7B's code layout
+  vocab_cfg = dict(vocab_cfg)
+  if text_model:
+    vocab_cfg["text_model"] = text_model
+  elif not vocab_cfg.get("text_model") and os.path.isfile(os.path.join(hf_dir, "tokenizer.model")):
+    vocab_cfg["text_model"] = os.path.join(hf_dir, "tokenizer.model")
+  return vocab_cfg
+
+
+def read_hf_config(hf_dir: str) -> dict:
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{hf_dir}: no config.json (not a Hugging Face checkpoint directory)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_hf_params(hf_dir: str, cfg: ModelConfig, hf_vocab: int, tied: bool, *, noise: float,
+                   seed: int) -> dict:
+  """Our float32 param tree from the HF tensors; vocabulary rows past `hf_vocab` initialised new."""
+  reader = Reader(hf_dir)
+  hf_cfg = dataclasses.replace(cfg, vocab_size=hf_vocab)
+  hf_shapes, shapes = mapping.our_shapes(hf_cfg), mapping.our_shapes(cfg)
+  lm_head_from_embed = tied and "lm_head.weight" not in reader
+  expected = {n for e in mapping.PARAM_MAP for n in mapping.hf_names(e, cfg.num_layers)}
+  if lm_head_from_embed:
+    expected.discard("lm_head.weight")
+  unexpected = sorted(n for n in reader.names() - expected if not n.endswith(_IGNORED_SUFFIXES))
+  if unexpected:
+    raise ValueError(f"{hf_dir}: tensors with no mapping to our model (not a plain Llama?): {unexpected[:5]}")
+
+  def read(entry):
+    want = mapping.hf_shape(entry, hf_shapes[entry.ours])
+
+    def get(name):
+      if lm_head_from_embed and name == "lm_head.weight":
+        name = "model.embed_tokens.weight"  # tied: the head is the embedding
+      t = reader.get(name)
+      if tuple(t.shape) != want:
+        raise ValueError(f"{hf_dir}: tensor {name} has shape {tuple(t.shape)}, expected {want}")
+      return t.astype(np.float32)
+    return get
+
+  rng = np.random.default_rng(seed)
+  params: dict = {}
+  for entry in mapping.PARAM_MAP:
+    value = mapping.from_hf_tensors(entry, read(entry), hf_shapes[entry.ours])
+    if entry.ours in VOCAB_AXIS and hf_vocab < cfg.vocab_size:
+      axis = VOCAB_AXIS[entry.ours]
+      rows = np.moveaxis(value, axis, 0)
+      extra = new_rows(rows, cfg.vocab_size - hf_vocab, noise=noise, rng=rng)
+      value = np.moveaxis(np.concatenate([rows, extra]), 0, axis)
+    assert value.shape == shapes[entry.ours], (entry.ours, value.shape)
+    mapping.set_path(params, entry.ours, np.ascontiguousarray(value, dtype=np.float32))
+  return params
+
+
+def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_model: str | None = None,
+              noise: float = DEFAULT_NOISE, seed: int = 0) -> dict:
+  """Writes OUT (see the module doc) from the HF checkpoint in `hf_dir`; returns a summary dict."""
+  from mio_jax.vocab import Vocabulary
+
+  if os.path.isdir(os.path.join(out_dir, "checkpoints")):
+    raise ValueError(f"--out={out_dir!r} already holds checkpoints/: choose a new directory")
+  hf = read_hf_config(hf_dir)
+  fields = mapping.model_config_from_hf(hf, os.path.join(hf_dir, "config.json"))
+  hf_vocab = fields.pop("vocab_size")
+  vocab_cfg = _vocab_config(hf_dir, hf_vocab, vocab_cfg, text_model)
+  vocab = Vocabulary.from_config(vocab_cfg)
+  if hf_vocab > vocab.size:
+    raise ValueError(f"{hf_dir}: the checkpoint has {hf_vocab} ids, more than the {vocab.size} of the "
+                     "vocabulary layout (pass --vocab_config with a larger text_size)")
+  if hf_vocab < vocab.text_size:
+    log.warning("%s has %d ids, fewer than text_size %d: text ids %d.. start untrained", hf_dir,
+                hf_vocab, vocab.text_size, hf_vocab)
+  cfg = ModelConfig(vocab_size=vocab.size, **fields, dtype="float32")
+  params = load_hf_params(hf_dir, cfg, hf_vocab, bool(hf.get("tie_word_embeddings", False)),
+                          noise=noise, seed=seed)
+
+  out_dir = os.path.abspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  if vocab_cfg.get("text_model"):
+    local = os.path.join(out_dir, "tokenizer.model")
+    if os.path.abspath(vocab_cfg["text_model"]) != local:
+      shutil.copyfile(vocab_cfg["text_model"], local)
+    vocab_cfg["text_model"] = local
+  manager = ocp.CheckpointManager(os.path.join(out_dir, "checkpoints"), item_names=("params",),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+  manager.wait_until_finished()
+  manager.close()
+  arch = {k: v for k, v in dataclasses.asdict(cfg).items() if k in fields or k == "vocab_size"}
+  with open(os.path.join(out_dir, RUN_CONFIG), "w") as f:
+    json.dump({"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}, f, indent=2)
+  return {"out_dir": out_dir, "hf_vocab": hf_vocab, "vocab_size": vocab.size,
+          "new_rows": vocab.size - hf_vocab, "model": arch}

@@ -1,0 +1,142 @@
+"""Orbax checkpoint -> Hugging Face Llama checkpoint (config.json, safetensors, tokenizer, mio_jax.json).
+
+Parameters are restored one at a time to host memory (orbax partial restore), whatever mesh wrote
+them, converted by the table in mapping.py and streamed into size-limited safetensors shards, so
+peak host memory is about one stacked parameter plus one shard, not the whole model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import jax
+import ml_dtypes
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mio_jax.export import mapping, safetensors_io
+from mio_jax.export.run_config import find_run_config
+from mio_jax.export.vocab_layout import write_layout
+from mio_jax.model.transformer import ModelConfig
+from mio_jax.train.checkpoint import resolve_params_dir
+
+log = logging.getLogger("mio_jax.export")
+
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+def saved_param_shapes(params_dir: str) -> dict[str, tuple[int, ...]]:
+  """Every saved parameter's shape by "/"-joined path, from orbax metadata (no array is read)."""
+  with ocp.PyTreeCheckpointer() as ckptr:
+    meta = ckptr.metadata(params_dir)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def model_config_from_shapes(shapes: dict[str, tuple[int, ...]], known: dict, where: str) -> ModelConfig:
+  """ModelConfig from parameter shapes plus `known` fields (norm_eps, rope_theta, ...).
+
+  Shapes fix every size; a `known` size that disagrees with them raises.
+  """
+  for name in ("embed/table", "blocks/attn/wq", "blocks/attn/wk", "blocks/mlp/gate"):
+    if name not in shapes:
+      raise ValueError(f"{where}: parameter {name} is missing from the checkpoint")
+  (vocab, embed), (layers, _, heads, head_dim) = shapes["embed/table"], shapes["blocks/attn/wq"]
+  sizes = dict(vocab_size=vocab, embed_dim=embed, num_layers=layers, num_heads=heads,
+               num_kv_heads=shapes["blocks/attn/wk"][2], head_dim=head_dim,
+               mlp_dim=shapes["blocks/mlp/gate"][2])
+  for k, v in sizes.items():
+    if k in known and known[k] != v:
+      raise ValueError(f"{where}: model config says {k}={known[k]}, the checkpoint's shapes give {v}")
+  names = {f.name for f in dataclasses.fields(ModelConfig)}
+  return ModelConfig(**{**{k: v for k, v in known.items() if k in names}, **sizes})
+
+
+def check_params(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, where: str) -> None:
+  """Every mapped parameter present with the expected shape, nothing unmapped; else one clear line."""
+  expected = mapping.our_shapes(cfg)
+  for name, shape in expected.items():
+    if name not in shapes:
+      raise ValueError(f"{where}: parameter {name} is missing from the checkpoint")
+    if shapes[name] != shape:
+      raise ValueError(f"{where}: parameter {name} has shape {shapes[name]}, expected {shape}")
+  extra = sorted(set(shapes) - set(expected))
+  if extra:
+    raise ValueError(f"{where}: parameters with no Hugging Face mapping: {extra}")
+
+
+def read_param(params_dir: str, name: str) -> np.ndarray:
+  """One parameter as a host numpy array (a partial restore: the other arrays are not read)."""
+  item, args = {}, {}
+  mapping.set_path(item, name, 0)
+  mapping.set_path(args, name, ocp.RestoreArgs(restore_type=np.ndarray))
+  with ocp.PyTreeCheckpointer() as ckptr:
+    restored = ckptr.restore(params_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=args, partial_restore=True))
+  return np.asarray(mapping.get_path(restored, name))
+
+
+def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
+           text_model: str | None = None, dtype: str = "float32", with_tokenizer: bool = True,
+           max_shard_bytes: int = safetensors_io.DEFAULT_MAX_SHARD_BYTES,
+           max_position_embeddings: int = 4096) -> dict:
+  """Writes the HF checkpoint for `checkpoint` (workdir / checkpoints dir / step dir / params dir).
+
+  `run_config` ({"model": ..., "vocab": ...}) defaults to the run's model_config.json. Returns a
+  summary dict (step, files, config).
+  """
+  from mio_jax.vocab import Vocabulary
+
+  if dtype not in DTYPES:
+    raise ValueError(f"--dtype={dtype!r} is not one of {sorted(DTYPES)}")
+  params_dir = resolve_params_dir(checkpoint)
+  run_config = run_config or find_run_config(params_dir)
+  if run_config is None:
+    raise ValueError(f"{checkpoint}: no model_config.json in the run directory; pass the training "
+                     "config (launch/export.py --config configs/stageN.py:size)")
+  shapes = saved_param_shapes(params_dir)
+  cfg = model_config_from_shapes(shapes, dict(run_config.get("model", {})), params_dir)
+  check_params(shapes, cfg, params_dir)
+
+  vocab_cfg = dict(run_config.get("vocab", {}))
+  if text_model:
+    vocab_cfg["text_model"] = text_model
+  if not vocab_cfg.get("text_model") or not with_tokenizer:
+    vocab_cfg["text_model"] = None
+  vocab = Vocabulary.from_config(vocab_cfg)
+  if vocab.size != cfg.vocab_size:
+    raise ValueError(f"{params_dir}: config.vocab gives {vocab.size} ids, the embedding has {cfg.vocab_size}")
+  if with_tokenizer and not vocab.text_model:
+    raise ValueError("the HF tokenizer needs the SentencePiece model: config.vocab.text_model is "
+                     "empty (pass --text_model, or --no_tokenizer)")
+
+  os.makedirs(out_dir, exist_ok=True)
+  writer = safetensors_io.ShardedWriter(out_dir, max_shard_bytes)
+  out_dtype = DTYPES[dtype]
+  for entry in mapping.PARAM_MAP:
+    value = read_param(params_dir, entry.ours)
+    for hf_name, tensor in mapping.to_hf_tensors(entry, value):
+      writer.add(hf_name, tensor.astype(out_dtype))
+    del value
+    log.info("exported %s", entry.ours)
+  files = writer.close()
+
+  from transformers import LlamaConfig
+
+  # Generation stops at EOS, and at <|im_end|> too (the chat model's stop token) when it differs.
+  eos = vocab.eos if vocab.im_end == vocab.eos else [vocab.eos, vocab.im_end]
+  hf_kwargs = mapping.hf_config_dict(cfg, max_position_embeddings=max_position_embeddings,
+                                     bos_token_id=vocab.bos, eos_token_id=eos, torch_dtype=dtype)
+  LlamaConfig(**hf_kwargs).save_pretrained(out_dir)
+  write_layout(vocab, out_dir)
+  if with_tokenizer:
+    from mio_jax.export.hf_tokenizer import save_hf_tokenizer
+
+    save_hf_tokenizer(vocab, out_dir, model_max_length=max_position_embeddings)
+  step = os.path.basename(os.path.dirname(params_dir))
+  return {"params_dir": params_dir, "step": int(step) if step.isdigit() else None, "files": files,
+          "model": dataclasses.asdict(cfg)}
