@@ -12,14 +12,14 @@ Values marked "unverified" are not given by the MIO paper; they are defaults to 
 import ml_collections
 
 from configs import models
+from mio_jax.data.config import data_config
 
-# MIO appendix C: steps and devices per stage; per-device batch ratios sum to 16 samples, so a
-# global batch of 16 x devices (unverified: the paper gives ratios, not the packed batch size).
+# MIO appendix C: steps per stage (stages 1-2 on 128 GPUs, stages 3-4 on 8).
 STAGES = {
-    1: dict(name="alignment", steps=24_800, devices=128),
-    2: dict(name="interleaved", steps=12_800, devices=128),
-    3: dict(name="speech_enhanced", steps=32_200, devices=8),
-    4: dict(name="sft", steps=6_000, devices=8),  # SFT steps: unverified.
+    1: dict(name="alignment", steps=24_800),
+    2: dict(name="interleaved", steps=12_800),
+    3: dict(name="speech_enhanced", steps=32_200),
+    4: dict(name="sft", steps=6_000),  # SFT steps: unverified.
 }
 
 
@@ -42,16 +42,16 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       **models.MIO_7B_VOCAB,
   ))
   if size in ("smoke",):
-    c.vocab.update(text_size=1000, image_codes=1024)  # 1000 + 6 + 1024 + 4 * 1024 = 6126
+    # The committed 1000-piece model of the mini corpus: 1000 + 6 + 1024 + 4 * 1024 = 6126 ids.
+    c.vocab.update(text_model="data/vocab/mini.model", text_size=1000, image_codes=1024)
   elif size == "40m":
     c.vocab.update(text_size=8186, image_codes=4096)  # 8186 + 6 + 4096 + 4 * 1024 = 16384
 
-  c.data = ml_collections.ConfigDict(dict(
-      source="synthetic",  # "synthetic" (seeded, learnable) or "shards" (mio_jax.data pipeline)
-      seq_len=2800,
-      global_batch=16 * info["devices"],
-      seed=0,
-  ))
+  # Sources, MIO's mixture weights, templates, packing and workers (mio_jax/data/config.py).
+  c.data = data_config(stage, size)
+  # "shards": the grain pipeline over token shards in data.data_dir; "synthetic": seeded learnable
+  # sequences through the same batch contract (for the smoke run before any corpus is tokenized).
+  c.data.source = "synthetic" if size in ("smoke", "40m") else "shards"
 
   c.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=3e-5,
@@ -97,7 +97,6 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
     c.model.update(dtype="float32", remat_policy="none")
     c.train.update(steps=200, log_every=10, checkpoint_every=100)
   elif size == "smoke":
-    c.data.update(seq_len=128, global_batch=8)
     c.optimizer.update(peak_lr=3e-3, weight_decay=0.0)
     c.train.update(steps=60, log_every=10, checkpoint_every=30, keep_checkpoints=2)
   return c

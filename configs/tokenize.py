@@ -47,6 +47,7 @@ def get_config(preset: str = "mini") -> ml_collections.ConfigDict:
   c.shard_size = 256
   c.process_index = -1
   c.process_count = -1
+  c.distributed_init = False  # launch/tokenize.py calls jax.distributed.initialize() first
   c.num_workers = 4  # decoding threads
   c.prefetch_shards = 1  # shards decoded ahead of the one being encoded
   c.progress = True

@@ -1,0 +1,249 @@
+"""The unified vocabulary: SentencePiece text ids, MIO's six special tokens, then image and speech codes.
+
+Layout (MIO-7B: text_size 64000, image_codes 8192, speech 4 x 1024 -> 76294 ids):
+
+    [0, text_size)                    SentencePiece pieces (<unk>=0, BOS=1, EOS=2, <|im_end|>=7 in Yi)
+    text_size + 0..5                  [SPCH] </spch> [IMG] <spch> </image> <image>
+    then, by config.code_order        image codes (image_codes ids), speech codes
+                                      (speech_layers * speech_codebook ids, id = layer*codebook + code)
+
+Speech as input is the content layer only, `<spch> a1..an </spch>`; speech as output is content then
+the timbre layers one after another, `<spch> a1..an b1..bn c1..cn d1..dn </spch>`. Images are
+`<image> codes </image>` in raster order; a video is its frames' image blocks back to back.
+
+Run `python -m mio_jax.vocab train --input corpus.txt --model_prefix out/sp --vocab_size 1000`
+to train a small text model (see mio_jax/vocab_train.py).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import sentencepiece as spm
+
+SPECIAL_TOKENS = ("[SPCH]", "</spch>", "[IMG]", "<spch>", "</image>", "<image>")
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+CODE_ORDERS = ("image_first", "speech_first")
+_CODE_PIECE = re.compile(r"^<(img|spch(\d+)):(\d+)>$")
+
+
+def _get(cfg, key, default=None):
+  return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def vocab_size_from_config(cfg) -> int:
+  """Vocabulary size from config.vocab; loads the .model file only when text_size is not given."""
+  text_size = _get(cfg, "text_size")
+  if not text_size:
+    text_size = _load_processor(_get(cfg, "text_model"), "config.vocab.text_model").get_piece_size()
+  return (int(text_size) + len(SPECIAL_TOKENS) + int(_get(cfg, "image_codes", 8192))
+          + int(_get(cfg, "speech_layers", 4)) * int(_get(cfg, "speech_codebook", 1024)))
+
+
+def _load_processor(path, key: str) -> spm.SentencePieceProcessor:
+  if not path:
+    raise ValueError(f"{key} is not set: a SentencePiece .model file is needed to tokenize text")
+  sp = spm.SentencePieceProcessor()
+  try:
+    sp.Load(str(path))
+  except (OSError, RuntimeError) as e:
+    raise ValueError(f"{key}={path!r}: cannot load SentencePiece model: {e}") from e
+  return sp
+
+
+class Vocabulary:
+  """Maps text, image codes and speech codes to ids of one vocabulary, and back."""
+
+  def __init__(self, *, text_size: int | None = None, text_model: str | None = None,
+               image_codes: int = 8192, speech_codebook: int = 1024, speech_layers: int = 4,
+               code_order: str = "image_first"):
+    if code_order not in CODE_ORDERS:
+      raise ValueError(f"config.vocab.code_order={code_order!r} is not one of {CODE_ORDERS}")
+    if not 1 <= speech_layers <= 8:
+      raise ValueError(f"config.vocab.speech_layers={speech_layers} must be in 1..8 (RVQ layers)")
+    self.text_model = text_model
+    self._sp = _load_processor(text_model, "config.vocab.text_model") if text_model else None
+    if self._sp is not None:
+      pieces = self._sp.get_piece_size()
+      if text_size and int(text_size) != pieces:
+        raise ValueError(f"config.vocab.text_size={text_size} but {text_model} has {pieces} pieces")
+      text_size = pieces
+    if not text_size:
+      raise ValueError("config.vocab: give text_size or text_model")
+    self.text_size = int(text_size)
+    self.image_codes, self.speech_codebook, self.speech_layers = image_codes, speech_codebook, speech_layers
+    self.code_order = code_order
+    base = self.text_size
+    (self.spch_tag, self.speech_end, self.img_tag, self.speech_start, self.image_end,
+     self.image_start) = range(base, base + len(SPECIAL_TOKENS))
+    codes_base = base + len(SPECIAL_TOKENS)
+    speech_ids = speech_layers * speech_codebook
+    if code_order == "image_first":
+      self.image_base, self.speech_base = codes_base, codes_base + image_codes
+    else:
+      self.speech_base, self.image_base = codes_base, codes_base + speech_ids
+    self.size = codes_base + image_codes + speech_ids
+    self._resolve_text_specials()
+
+  @classmethod
+  def from_config(cls, cfg) -> "Vocabulary":
+    return cls(text_size=_get(cfg, "text_size"), text_model=_get(cfg, "text_model"),
+               image_codes=int(_get(cfg, "image_codes", 8192)),
+               speech_codebook=int(_get(cfg, "speech_codebook", 1024)),
+               speech_layers=int(_get(cfg, "speech_layers", 4)),
+               code_order=_get(cfg, "code_order", "image_first"))
+
+  def _resolve_text_specials(self) -> None:
+    """BOS/EOS/<|im_start|>/<|im_end|> from the text model (Yi ids 1, 2, 6, 7 without one)."""
+    self.bos, self.eos, self.im_end = 1, 2, 7
+    self.im_start_ids: tuple[int, ...] = (6,)
+    if self._sp is None:
+      return
+    sp = self._sp
+    self.bos = sp.bos_id() if sp.bos_id() >= 0 else 1
+    self.eos = sp.eos_id() if sp.eos_id() >= 0 else 2
+    single = lambda p: (i := sp.piece_to_id(p)) != sp.unk_id() and sp.id_to_piece(i) == p
+    # A model without a single <|im_end|> piece stops on EOS; <|im_start|> then is several pieces.
+    self.im_end = sp.piece_to_id(IM_END) if single(IM_END) else self.eos
+    self.im_start_ids = (sp.piece_to_id(IM_START),) if single(IM_START) else tuple(self.encode_text(IM_START))
+
+  # Pickling (grain worker processes): carry the model bytes, not the C++ object.
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_sp"] = self._sp.serialized_model_proto() if self._sp is not None else None
+    return state
+
+  def __setstate__(self, state):
+    proto = state.pop("_sp")
+    self.__dict__.update(state)
+    self._sp = None
+    if proto is not None:
+      self._sp = spm.SentencePieceProcessor()
+      self._sp.LoadFromSerializedProto(proto)
+
+  # ---- text
+  def _need_sp(self) -> spm.SentencePieceProcessor:
+    if self._sp is None:
+      raise ValueError("config.vocab.text_model is not set: cannot tokenize text")
+    return self._sp
+
+  def encode_text(self, text: str) -> list[int]:
+    return self._need_sp().encode(text, out_type=int)
+
+  def decode(self, ids) -> str:
+    """Text ids through SentencePiece; special and code ids as their pieces."""
+    out, run = [], []
+    for i in map(int, ids):
+      if i < self.text_size:
+        run.append(i)
+        continue
+      if run:
+        out.append(self._need_sp().decode(run))
+        run = []
+      out.append(self.id_to_piece(i))
+    if run:
+      out.append(self._need_sp().decode(run))
+    return "".join(out)
+
+  # ---- pieces (every id has one; code ids read <img:CODE> and <spchLAYER:CODE>)
+  def id_to_piece(self, i: int) -> str:
+    i = int(i)
+    if not 0 <= i < self.size:
+      raise ValueError(f"id {i} outside the vocabulary [0, {self.size})")
+    if i < self.text_size:
+      return self._need_sp().id_to_piece(i)
+    if i < self.text_size + len(SPECIAL_TOKENS):
+      return SPECIAL_TOKENS[i - self.text_size]
+    modality, layer, code = self.code_of(i)
+    return f"<img:{code}>" if modality == "image" else f"<spch{layer}:{code}>"
+
+  def piece_to_id(self, piece: str) -> int:
+    if piece in SPECIAL_TOKENS:
+      return self.text_size + SPECIAL_TOKENS.index(piece)
+    m = _CODE_PIECE.match(piece)
+    if m:
+      if m.group(1) == "img":
+        return self.code_id("image", 0, int(m.group(3)))
+      return self.code_id("speech", int(m.group(2)), int(m.group(3)))
+    sp = self._need_sp()
+    i = sp.piece_to_id(piece)
+    if i == sp.unk_id() and piece != sp.id_to_piece(i):
+      raise ValueError(f"piece {piece!r} is not in the vocabulary")
+    return i
+
+  @property
+  def im_start(self) -> int | None:
+    """The single `<|im_start|>` id, or None when the text model spells it with several pieces."""
+    return self.im_start_ids[0] if len(self.im_start_ids) == 1 else None
+
+  # ---- codes
+  def code_range(self, modality: str, layer: int = 0) -> tuple[int, int]:
+    """[start, stop) ids of image codes, or of one speech layer (for constrained decoding)."""
+    start = self.code_id(modality, layer, 0)
+    return start, start + (self.image_codes if modality == "image" else self.speech_codebook)
+
+  def code_id(self, modality: str, layer: int, code: int) -> int:
+    if modality == "image":
+      if layer != 0 or not 0 <= code < self.image_codes:
+        raise ValueError(f"image code {code} (layer {layer}) outside [0, {self.image_codes})")
+      return self.image_base + code
+    if modality == "speech":
+      if not 0 <= layer < self.speech_layers or not 0 <= code < self.speech_codebook:
+        raise ValueError(f"speech layer {layer} code {code} outside {self.speech_layers} x "
+                         f"{self.speech_codebook}")
+      return self.speech_base + layer * self.speech_codebook + code
+    raise ValueError(f"unknown modality {modality!r}")
+
+  def code_of(self, i: int) -> tuple[str, int, int]:
+    """(modality, layer, code) of a code id; ValueError for text or special ids."""
+    i = int(i)
+    if self.image_base <= i < self.image_base + self.image_codes:
+      return ("image", 0, i - self.image_base)
+    off = i - self.speech_base
+    if 0 <= off < self.speech_layers * self.speech_codebook:
+      return ("speech", off // self.speech_codebook, off % self.speech_codebook)
+    raise ValueError(f"id {i} is not a code id")
+
+  def _check_codes(self, codes: np.ndarray, limit: int, what: str) -> np.ndarray:
+    codes = np.asarray(codes, dtype=np.int32)
+    if codes.size and (codes.min() < 0 or codes.max() >= limit):
+      raise ValueError(f"{what} codes outside [0, {limit}): min {codes.min()} max {codes.max()}")
+    return codes
+
+  def image_ids(self, codes: np.ndarray) -> np.ndarray:
+    """`<image>` + raster-order codes of an [h, w] grid + `</image>`."""
+    codes = self._check_codes(codes, self.image_codes, "image")
+    return np.concatenate([[self.image_start], self.image_base + codes.ravel(),
+                           [self.image_end]]).astype(np.int32)
+
+  def video_ids(self, codes: np.ndarray) -> np.ndarray:
+    """Frames [frames, h, w] as consecutive image blocks, no separators between frames."""
+    return np.concatenate([self.image_ids(frame) for frame in codes]).astype(np.int32)
+
+  def speech_ids(self, codes: np.ndarray, *, output: bool) -> np.ndarray:
+    """Speech [layers>=speech_layers, frames]: content only as input; all kept layers as output."""
+    codes = self._check_codes(codes, self.speech_codebook, "speech")
+    layers = self.speech_layers if output else 1
+    if codes.shape[0] < layers:
+      raise ValueError(f"speech codes have {codes.shape[0]} layers, {layers} needed")
+    offsets = self.speech_base + np.arange(layers, dtype=np.int32)[:, None] * self.speech_codebook
+    body = (codes[:layers] + offsets).ravel()  # a1..an b1..bn ...: layer-major
+    return np.concatenate([[self.speech_start], body, [self.speech_end]]).astype(np.int32)
+
+  def speech_codes(self, ids) -> np.ndarray:
+    """Inverse of speech_ids(output=True) body: ids -> [layers, frames] (needs equal-length parts)."""
+    ids = np.asarray([int(i) for i in ids if i not in (self.speech_start, self.speech_end)])
+    if ids.size % self.speech_layers:
+      raise ValueError(f"{ids.size} speech ids do not split into {self.speech_layers} equal parts")
+    return (ids - self.speech_base).reshape(self.speech_layers, -1) % self.speech_codebook
+
+
+if __name__ == "__main__":
+  if len(sys.argv) > 1 and sys.argv[1] == "train":
+    from mio_jax import vocab_train
+    vocab_train.main(sys.argv[2:])
+  else:
+    sys.exit("usage: python -m mio_jax.vocab train --input FILE [...] --model_prefix PREFIX "
+             "--vocab_size N")
