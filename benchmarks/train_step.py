@@ -44,7 +44,7 @@ def jax_runner():
   from mio_jax.train import metrics
   from mio_jax.train.state import create_train_state, make_optimizer
   from mio_jax.train.step import make_train_step
-  from mio_jax.train.synthetic import SyntheticBatches
+  from mio_jax.train.synthetic_batches import SyntheticBatches
 
   mc = get_model(FLAGS.preset)
   mc.update(dtype=FLAGS.dtype, remat_policy=FLAGS.remat, attention_impl=FLAGS.attention)

@@ -24,7 +24,7 @@ from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.state import TrainState, create_train_state, make_optimizer
 from mio_jax.train.step import BATCH_KEYS, make_train_step
-from mio_jax.train.synthetic import SyntheticBatches
+from mio_jax.train.synthetic_batches import SyntheticBatches
 from mio_jax.train.validate import modality_ranges, validate
 from mio_jax.vocab import Vocabulary
 

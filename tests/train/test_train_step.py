@@ -10,7 +10,7 @@ from flax import nnx
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.train.state import TrainState, make_optimizer
 from mio_jax.train.step import make_train_step, token_losses
-from mio_jax.train.synthetic import synthetic_row
+from mio_jax.train.synthetic_batches import synthetic_row
 
 CFG = ModelConfig(vocab_size=64, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                   mlp_dim=64, dtype="float32", remat_policy="none")
