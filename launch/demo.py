@@ -11,6 +11,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 8 host devices so the demo runs the same sharded step as a pod slice (set before jax loads).
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is the CPU run, even where libtpu is installed
 
 import json  # noqa: E402
 import time  # noqa: E402

@@ -50,7 +50,7 @@ def resolve_impl(impl: str, backend: str | None = None) -> str:
     if impl not in _IMPLS:
       raise ValueError(f"unknown attention implementation {impl!r}; choose one of {available_impls()}")
     return impl
-  backend = backend or jax.default_backend()
+  backend = backend or _target_backend()
   for name in _AUTO_ORDER.get(backend, ("xla",)):
     if name in _IMPLS:
       return name
@@ -101,6 +101,15 @@ def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool) -> ja
 
 
 register_impl("xla", xla_attention)
+
+
+def _target_backend() -> str:
+  """The backend being compiled for: jax's own, or a TPU target when compiling ahead of time."""
+  try:
+    from mio_jax.kernels.target import target_backend
+  except ImportError:
+    return jax.default_backend()
+  return target_backend()
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from mio_jax.export.run_config import resolve_init_from, save_run_config
+from mio_jax.kernels import configure_block_sizes
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
@@ -75,6 +76,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   """
   mesh_lib.maybe_initialize_distributed()
   validate(config, jax.device_count())
+  configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   if jax.process_index() == 0:
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model
   mesh = mesh_lib.make_mesh(config.mesh)

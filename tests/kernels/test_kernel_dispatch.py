@@ -1,0 +1,83 @@
+"""Registration with the attention dispatch, block-size configuration, and the cuDNN guard."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from kernel_helpers import FAST_COMPILE, make_qkv, packed_segments
+from mio_jax import kernels
+from mio_jax.kernels.block_sizes import (BlockSizes, block_sizes_from_config, current_block_sizes,
+                                         default_block_sizes)
+from mio_jax.kernels.cudnn import CudnnMaskError
+from mio_jax.kernels.flash_attention import fit_blocks
+from mio_jax.model.attention import attention, available_impls, resolve_impl
+
+
+def test_kernels_register_and_auto_picks_per_backend():
+  assert {"pallas", "splash", "cudnn", "xla"} <= set(available_impls())
+  assert resolve_impl("auto", "tpu") == "splash"
+  assert resolve_impl("auto", "gpu") == "pallas"
+  assert resolve_impl("auto", "cpu") == "xla"
+
+
+def test_pallas_impl_runs_in_interpret_mode_on_cpu():
+  q, k, v = make_qkv(0, 1, 40, 40, 4, 2, 64)
+  seg = packed_segments([[25, 10]], 40)
+  run = lambda impl: jax.jit(lambda q, k, v: attention(q, k, v, seg, causal=True, impl=impl)).lower(
+      q, k, v).compile(compiler_options=FAST_COMPILE)(q, k, v)
+  kernels.configure_block_sizes(BlockSizes(16, 16, 16, 16))
+  try:
+    with jax.default_matmul_precision("highest"):
+      got, want = run("pallas"), run("xla")
+  finally:
+    kernels.configure_block_sizes(None)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_cudnn_refuses_segment_ids_instead_of_dropping_them():
+  q, k, v = make_qkv(0, 1, 32, 32, 2, 2, 64)
+  seg = packed_segments([[16, 16]], 32)
+  with pytest.raises(CudnnMaskError, match="cannot apply segment ids"):
+    attention(q, k, v, seg, causal=True, impl="cudnn")
+  with pytest.raises(CudnnMaskError, match="cannot apply segment ids"):  # traced ids: unprovable
+    jax.jit(lambda s: attention(q, k, v, s, causal=True, impl="cudnn"))(jnp.ones((1, 32), jnp.int32))
+  ones = jnp.ones((1, 32), jnp.int32)
+  with pytest.raises(CudnnMaskError, match="cannot apply segment ids"):  # q and kv ids differ
+    attention(q, k, v, (ones, 2 * ones), causal=True, impl="cudnn")
+  with pytest.raises(CudnnMaskError, match="needs an NVIDIA GPU"):  # one segment, but on CPU
+    attention(q, k, v, jnp.ones((1, 32), jnp.int32), causal=True, impl="cudnn")
+
+
+def test_block_sizes_from_config_overrides_backend_default():
+  config = ml_collections.ConfigDict({"model": {"attention_blocks": {"block_q": 256}}})
+  blocks = block_sizes_from_config(config, "tpu")
+  assert blocks == dataclasses.replace(default_block_sizes("tpu"), block_q=256)
+  assert block_sizes_from_config(ml_collections.ConfigDict({"model": {}}), "gpu") == \
+      default_block_sizes("gpu")
+  kernels.configure_block_sizes(config)
+  try:
+    assert current_block_sizes("cpu").block_q == 256
+  finally:
+    kernels.configure_block_sizes(None)
+  assert current_block_sizes("gpu") == default_block_sizes("gpu")
+
+
+def test_bad_block_config_names_the_key():
+  bad_key = ml_collections.ConfigDict({"model": {"attention_blocks": {"block_k": 64}}})
+  with pytest.raises(ValueError, match=r"attention_blocks: unknown keys \['block_k'\]"):
+    block_sizes_from_config(bad_key, "gpu")
+  with pytest.raises(ValueError, match=r"attention_blocks.block_kv=96 must be a power of two"):
+    BlockSizes(block_q=64, block_kv=96, block_q_bwd=64, block_kv_bwd=64)
+  with pytest.raises(ValueError, match=r"attention_blocks.block_q=64 must be a multiple of 128"):
+    fit_blocks(BlockSizes(64, 128, 128, 128), 1024, 1024, min_block=128)
+
+
+def test_fit_blocks_shrinks_to_short_sequences():
+  fitted = fit_blocks(default_block_sizes("tpu"), 100, 300, min_block=128)
+  assert (fitted.block_q, fitted.block_kv, fitted.block_q_bwd, fitted.block_kv_bwd) == (128, 512, 128, 512)
+  fitted = fit_blocks(BlockSizes(64, 64, 64, 64), 20, 20, min_block=16)
+  assert fitted.block_q == 32
