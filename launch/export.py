@@ -17,7 +17,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,9 +49,8 @@ def load_config_file(spec: str):
 
 def main(argv=None):
   args = parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("jax").setLevel(logging.WARNING)
-  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-item metadata notices
+  from mio_jax.console import setup_console_logging
+  setup_console_logging()
   from mio_jax.export.run_config import run_config_dict
   from mio_jax.export.to_hf import export
 

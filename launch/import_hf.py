@@ -16,7 +16,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,9 +33,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-  logging.getLogger("jax").setLevel(logging.WARNING)
-  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's per-item metadata notices
+  from mio_jax.console import setup_console_logging
+  setup_console_logging()
   from mio_jax.export.from_hf import DEFAULT_NOISE, import_hf
   from mio_jax.export.vocab_layout import read_layout
 
