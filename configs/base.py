@@ -42,8 +42,9 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       **models.MIO_7B_VOCAB,
   ))
   if size in ("smoke",):
-    # The committed 1000-piece model of the mini corpus: 1000 + 6 + 1024 + 4 * 1024 = 6126 ids.
-    c.vocab.update(text_model="data/vocab/mini.model", text_size=1000, image_codes=1024)
+    # The committed 1000-piece model of the mini corpus and MIO's code blocks:
+    # 1000 + 6 + 8192 + 4 * 1024 = 13294 ids.
+    c.vocab.update(text_model="data/vocab/mini.model", text_size=1000)
   elif size == "40m":
     c.vocab.update(text_size=8186, image_codes=4096)  # 8186 + 6 + 4096 + 4 * 1024 = 16384
 

@@ -30,7 +30,7 @@ PRESETS = {
     "40m": lambda: _model(vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
                           num_kv_heads=2, head_dim=64, mlp_dim=1408),
     # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores.
-    "tiny": lambda: _model(vocab_size=6126, embed_dim=64, num_layers=2, num_heads=4,
+    "tiny": lambda: _model(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4,
                            num_kv_heads=2, head_dim=16, mlp_dim=192, dtype="float32",
                            remat_policy="none"),
 }

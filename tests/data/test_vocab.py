@@ -114,6 +114,6 @@ def test_train_cli_gives_exact_size_from_mini_corpus(tmp_path, capsys):
   assert "700 pieces" in capsys.readouterr().out  # small corpus: padded with reserved symbols
   v = Vocabulary(text_model=str(tmp_path / "m.model"))
   assert v.text_size == 700 and (v.im_start, v.im_end) == (6, 7)
-  committed = Vocabulary(text_model=os.path.join(root, "vocab", "mini.model"), image_codes=1024)
-  assert committed.size == 6126  # the smoke preset's vocabulary: 1000 + 6 + 1024 + 4 * 1024
+  committed = Vocabulary(text_model=os.path.join(root, "vocab", "mini.model"))
+  assert committed.size == 13294  # the smoke preset's vocabulary: 1000 + 6 + 8192 + 4 * 1024
   assert committed.decode(committed.encode_text("a red circle\nabove 12")) == "a red circle\nabove 12"

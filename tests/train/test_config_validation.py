@@ -21,7 +21,7 @@ def smoke():
     (lambda c: c.data.update(global_batch=6), r"^config.data.global_batch=6 is not divisible by data x fsdp = 8$"),
     (lambda c: c.model.update(vocab_size=5000), r"^config.model.vocab_size=5000 disagrees with the tokenizer"),
     (lambda c: c.vocab.update(text_size=999, text_model=""),
-     r"^config.model.vocab_size=6126 disagrees .* \(6125 ids\)$"),
+     r"^config.model.vocab_size=13294 disagrees .* \(13293 ids\)$"),
     (lambda c: c.vocab.update(text_size=999),
      r"^config.vocab.text_size=999 but data/vocab/mini.model has 1000 pieces$"),
     (lambda c: c.model.update(attention_impl="flash9"), r"^config.model.attention_impl='flash9' is unknown"),
