@@ -58,7 +58,8 @@ def resolve_impl(impl: str, backend: str | None = None) -> str:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds, *,
-              causal: bool = True, impl: str = "xla") -> jax.Array:
+              causal: bool = True, impl: str = "xla", q_offset: int | jax.Array | None = None) -> jax.Array:
+  """`q_offset` (decoding with a KV cache: queries start at that key slot) needs impl="xla"."""
   if isinstance(segment_ids, tuple):
     q_seg, kv_seg = segment_ids
   else:
@@ -67,7 +68,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds,
     q_seg = kv_seg = segment_ids
   if q.shape[2] % k.shape[2]:
     raise ValueError(f"num_heads={q.shape[2]} is not a multiple of num_kv_heads={k.shape[2]}")
-  return _IMPLS[resolve_impl(impl)](q, k, v, q_seg, kv_seg, causal=causal)
+  fn = _IMPLS[resolve_impl(impl)]
+  if q_offset is None:
+    return fn(q, k, v, q_seg, kv_seg, causal=causal)
+  if fn is not xla_attention:
+    raise ValueError(f"q_offset (KV-cache decoding) is supported by impl='xla' only, not {impl!r}")
+  return xla_attention(q, k, v, q_seg, kv_seg, causal=causal, q_offset=q_offset)
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *, causal: bool,
@@ -84,14 +90,15 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *, causa
   return mask
 
 
-def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool) -> jax.Array:
+def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool,
+                  q_offset: int | jax.Array = 0) -> jax.Array:
   """Dense reference: scores in float32, softmax, weighted sum. GQA without repeating K/V."""
   b, t, h, d = q.shape
   kv_heads = k.shape[2]
   qg = q.reshape(b, t, kv_heads, h // kv_heads, d)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
   scores *= d**-0.5
-  mask = attention_mask(q_segment_ids, kv_segment_ids, causal=causal)
+  mask = attention_mask(q_segment_ids, kv_segment_ids, causal=causal, q_offset=q_offset)
   scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1)
   # A query row with no visible key (possible only with caller-made masks) gets zeros, not NaN.

@@ -70,7 +70,9 @@ class Attention(nnx.Module):
     self.wv = param(rngs, fan_in_init(e), (e, k, d), ("embed", "kv_heads", "head_dim"), pd)
     self.wo = param(rngs, fan_in_init(h * d), (h, d, e), ("heads", "head_dim", "embed"), pd)
 
-  def __call__(self, x, segment_ids, positions):
+  def __call__(self, x, segment_ids, positions, cache=None):
+    """With `cache` = (k_cache, v_cache, cache_segment_ids, index) (decoding), writes this chunk's
+    k/v at slot `index` and returns (out, (k_cache, v_cache)); cache_segment_ids already hold it."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     q = jnp.einsum("bte,ehd->bthd", x, self.wq[...].astype(dt))
     k = jnp.einsum("bte,ehd->bthd", x, self.wk[...].astype(dt))
@@ -79,10 +81,18 @@ class Attention(nnx.Module):
     k = constrain(rotary_embedding(k, positions, cfg.rope_theta), ("batch", "length", "act_kv_heads", None))
     v = constrain(v, ("batch", "length", "act_kv_heads", None))
     q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
-    out = attention(q, k, v, segment_ids, causal=True, impl=cfg.attention_impl)
+    if cache is None:
+      out = attention(q, k, v, segment_ids, causal=True, impl=cfg.attention_impl)
+    else:
+      k_cache, v_cache, cache_segment_ids, index = cache
+      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+      # Causal from the slot offset; unwritten slots are excluded by the causal mask.
+      out = attention(q, k, v, (segment_ids, cache_segment_ids), causal=True, impl="xla", q_offset=index)
     out = checkpoint_name(out, "attn_out")
     out = jnp.einsum("bthd,hde->bte", out, self.wo[...].astype(dt))
-    return constrain(out, ("batch", "length", "act_embed"))
+    out = constrain(out, ("batch", "length", "act_embed"))
+    return out if cache is None else (out, (k, v))
 
 
 class DecoderBlock(nnx.Module):
@@ -93,9 +103,13 @@ class DecoderBlock(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.mlp = MLP(cfg.embed_dim, cfg.mlp_dim, dtype=dt, param_dtype=pd, rngs=rngs)
 
-  def __call__(self, x, segment_ids, positions):
-    x = x + self.attn(self.attn_norm(x), segment_ids, positions)
-    return x + self.mlp(self.mlp_norm(x))
+  def __call__(self, x, segment_ids, positions, cache=None):
+    if cache is None:
+      x = x + self.attn(self.attn_norm(x), segment_ids, positions)
+      return x + self.mlp(self.mlp_norm(x))
+    out, kv = self.attn(self.attn_norm(x), segment_ids, positions, cache)
+    x = x + out
+    return x + self.mlp(self.mlp_norm(x)), kv
 
 
 class Transformer(nnx.Module):
@@ -139,6 +153,25 @@ class Transformer(nnx.Module):
 
   def __call__(self, ids, segment_ids, positions) -> jax.Array:
     return self.logits(self.hidden_states(ids, segment_ids, positions))
+
+  def decode(self, ids, segment_ids, positions, cache: dict) -> tuple[jax.Array, dict]:
+    """Logits for a chunk `ids` [batch, t] placed at cache slot cache["index"], and the new cache.
+
+    cache (mio_jax.generate.decode.init_cache): "k", "v" [layers, batch, slots, kv_heads, head_dim],
+    "segment_ids" [batch, slots] (0 = unwritten), "index" int32 scalar (next free slot).
+    """
+    index = cache["index"]
+    kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
+
+    def apply_block(x, block, k, v):
+      x, kv = block(x, segment_ids, positions, (k, v, kv_segment_ids, index))
+      return x, kv
+
+    x = self.embed(ids)
+    x, (k, v) = nnx.scan(apply_block, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
+        x, self.blocks, cache["k"], cache["v"])
+    logits = self.logits(self.final_norm(x))
+    return logits, {"k": k, "v": v, "segment_ids": kv_segment_ids, "index": index + ids.shape[1]}
 
 
 def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:

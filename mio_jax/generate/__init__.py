@@ -1,0 +1,1 @@
+"""Autoregressive generation: KV-cache decoding, sampling, modality-constrained decoding."""

@@ -1,0 +1,37 @@
+"""A trained run's model and vocabulary, from its checkpoint and model_config.json."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from mio_jax.export.run_config import find_run_config
+from mio_jax.model.transformer import ModelConfig, Transformer
+from mio_jax.train.checkpoint import load_params, resolve_params_dir
+from mio_jax.vocab import Vocabulary
+
+
+def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Transformer, Vocabulary]:
+  """`checkpoint`: a workdir (latest step), checkpoints dir, step dir or params dir."""
+  try:
+    params_dir = resolve_params_dir(checkpoint)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None
+  run = find_run_config(params_dir)
+  if run is None:
+    raise ValueError(f"{checkpoint}: no model_config.json in it or its parents (written by launch/train.py)")
+  cfg = ModelConfig(**run["model"])
+  vocab_cfg = dict(run["vocab"])
+  if text_model:
+    vocab_cfg["text_model"] = text_model
+  vocab = Vocabulary.from_config(vocab_cfg)
+  if vocab.size != cfg.vocab_size:
+    raise ValueError(f"{checkpoint}: vocabulary has {vocab.size} ids, model_config.json's model "
+                     f"{cfg.vocab_size}")
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  shapes = nnx.to_pure_dict(state)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  params = load_params(params_dir, shapes, jax.tree.map(lambda _: device, shapes))
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state), vocab

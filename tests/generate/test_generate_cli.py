@@ -1,0 +1,123 @@
+"""launch/generate.py on a small checkpoint in the train loop's layout, checked against generate()."""
+
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+from mio_jax.export.run_config import save_run_config
+from mio_jax.generate.constraints import Layout
+from mio_jax.generate.decode import Settings, generate
+from mio_jax.generate.prompt import build_prompt, split_output
+from mio_jax.model.transformer import ModelConfig, Transformer
+from mio_jax.train.state import init_params
+from mio_jax.vocab import Vocabulary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEXT_MODEL = os.path.join(ROOT, "data", "vocab", "mini.model")
+VOCAB_CFG = dict(text_model=TEXT_MODEL, image_codes=16, speech_codebook=8, speech_layers=4,
+                 code_order="image_first")
+
+
+
+def _load_cli():
+  """launch/generate.py as a module (launch/ itself must not go on sys.path: it shadows tokenize)."""
+  spec = importlib.util.spec_from_file_location("launch_generate", os.path.join(ROOT, "launch", "generate.py"))
+  module = importlib.util.module_from_spec(spec)
+  saved = list(sys.path)
+  spec.loader.exec_module(module)
+  sys.path[:] = saved  # the script points sys.path[0] at the repo root; undo that here
+  return module
+
+
+cli = _load_cli()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  vocab = Vocabulary.from_config(VOCAB_CFG)
+  cfg = ModelConfig(vocab_size=vocab.size, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, mlp_dim=64, dtype="float32", remat_policy="none")
+  workdir = str(tmp_path_factory.mktemp("run"))
+  params = init_params(cfg, seed=5)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(workdir, "checkpoints", "7", "params"), params)
+  save_run_config(workdir, ml_collections.ConfigDict({"model": dataclasses.asdict(cfg), "vocab": VOCAB_CFG}))
+  model = Transformer(cfg, rngs=nnx.Rngs(5))  # the same init as the saved params
+  return workdir, model, vocab
+
+
+def test_cli_output_equals_library_generation(run_dir, tmp_path):
+  workdir, model, vocab = run_dir
+  prefix = str(tmp_path / "out")
+  args = cli.parse_args(["--checkpoint", workdir, "--prompt", "the cat <image>", "--image_tokens", "4",
+                         "--max_new_tokens", "12", "--out_prefix", prefix, "--seed", "3"])
+  result = cli.run(args)
+  prompt = build_prompt(vocab, "the cat <image>")
+  assert prompt[0] == vocab.bos and prompt[-1] == vocab.image_start
+  expected, _ = generate(model, prompt[None], key=jax.random.key(3), max_new_tokens=12,
+                         layout=Layout.from_vocab(vocab, 4), stop_ids=(vocab.eos, vocab.im_end),
+                         settings=Settings())
+  np.testing.assert_array_equal(result["ids"], np.asarray(expected[0]))
+  ids = result["ids"]
+  assert ids[4] == vocab.image_end
+  saved = np.load(prefix + "_image0.npy")
+  np.testing.assert_array_equal(saved, (ids[:4] - vocab.image_base).reshape(2, 2))
+  assert result["output"].text.startswith("[image 0]")
+
+
+def test_prompt_blocks_and_output_split():
+  vocab = Vocabulary.from_config(VOCAB_CFG)
+  image = np.array([[1, 2], [3, 4]])
+  speech = np.array([[5, 6, 7]] * 4)
+  ids = build_prompt(vocab, "look {image} and <spch>", image_codes=image, speech_codes=speech)
+  expected_image = vocab.image_ids(image).tolist()
+  start = ids.tolist().index(vocab.image_start)
+  assert ids[start:start + 6].tolist() == expected_image
+  assert ids[-1] == vocab.speech_start
+  # Media without a placeholder goes first (after BOS); speech input is the content layer only.
+  ids = build_prompt(vocab, "hi", speech_codes=speech)
+  assert ids[:6].tolist() == [vocab.bos] + vocab.speech_ids(speech, output=False).tolist()
+  gen = np.concatenate([vocab.encode_text("ok"), vocab.speech_ids(speech, output=True), [vocab.eos, 9]])
+  out = split_output(vocab, gen, (vocab.eos,))
+  assert out.text == "ok[speech 0]"
+  np.testing.assert_array_equal(out.speech[0], speech)
+  with pytest.raises(ValueError, match=r"\{image\}"):
+    build_prompt(vocab, "see {image}")
+
+
+def test_cli_entry_point_runs_and_reports_bad_input(run_dir, tmp_path):
+  workdir, _, _ = run_dir
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  script = os.path.join(ROOT, "launch", "generate.py")
+  ok = subprocess.run([sys.executable, script, "--checkpoint", workdir, "--prompt", "hello <spch>",
+                       "--max_speech_frames", "2", "--max_new_tokens", "10", "--out_prefix",
+                       str(tmp_path / "s")], capture_output=True, text=True, env=env, timeout=120)
+  assert ok.returncode == 0, ok.stderr
+  assert ok.stdout.startswith("[speech 0]")
+  assert np.load(tmp_path / "s_speech0.npy").shape[0] == 4
+  bad = subprocess.run([sys.executable, script, "--checkpoint", workdir, "--prompt", "x",
+                        "--image_codes", str(tmp_path / "missing.npy")],
+                       capture_output=True, text=True, env=env, timeout=120)
+  assert bad.returncode != 0 and "--image_codes=" in bad.stderr
+
+
+def test_cli_beam_search_equals_library(run_dir, tmp_path):
+  from mio_jax.generate.beam import beam_search
+  workdir, model, vocab = run_dir
+  args = cli.parse_args(["--checkpoint", workdir, "--prompt", "the cat", "--num_beams", "2",
+                         "--max_new_tokens", "6", "--out_prefix", str(tmp_path / "b")])
+  result = cli.run(args)
+  stops = (vocab.eos, vocab.im_end)
+  best, _ = beam_search(model, build_prompt(vocab, "the cat"), num_beams=2, max_new_tokens=6,
+                        stop_ids=tuple(sorted(set(stops))), layout=Layout.from_vocab(vocab, 256))
+  np.testing.assert_array_equal(result["ids"], np.asarray(best))
+  assert all(i < vocab.text_size for i in result["ids"])  # text only
