@@ -99,5 +99,5 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
     c.train.update(steps=200, log_every=10, checkpoint_every=100)
   elif size == "smoke":
     c.optimizer.update(peak_lr=3e-3, weight_decay=0.0)
-    c.train.update(steps=60, log_every=10, checkpoint_every=30, keep_checkpoints=2)
+    c.train.update(steps=40, log_every=10, checkpoint_every=20, keep_checkpoints=2)
   return c

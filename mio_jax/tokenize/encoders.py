@@ -1,0 +1,224 @@
+"""The two encoders behind a small interface, run batched and data-parallel over local devices.
+
+ImageEncoder.encode_batch: uint8 [B, S, S, 3] -> int32 [B, h, w]   (B = batch_size, fixed)
+SpeechEncoder.encode_batch: float32 [B, T], lengths [B] -> int32 [n_q, B, >= ceil(T / hop)]
+
+Batches always have the same size B (the job pads the last one), so each encoder compiles once per
+input shape. Inputs are placed with a NamedSharding that splits the batch axis over a 1-D mesh of
+the local devices, so jit runs the encoder data-parallel. Besides the adapters over the ported
+tokenizers (tokenizers_port.vqgan / .speechtokenizer) there are two code-from-signal doubles,
+deterministic and cheap, for tests that check the job's plumbing rather than the tokenizers.
+"""
+
+import math
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+class ImageEncoder(Protocol):
+  image_size: int
+  grid: int
+
+  def encode_batch(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class SpeechEncoder(Protocol):
+  n_q: int
+  hop: int
+  pad_multiple: int  # clips are zero-padded up to a multiple of this many samples before encoding
+
+  def encode_batch(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray: ...
+
+
+def local_mesh(batch_size: int) -> Mesh:
+  """A 1-D ("data",) mesh over this process's devices; the batch must split evenly over it."""
+  devices = jax.local_devices()
+  if batch_size % len(devices):
+    raise ValueError(f"batch_size {batch_size} is not a multiple of the {len(devices)} local devices "
+                     "(config keys image_batch_size / speech_batch_size)")
+  return Mesh(np.array(devices), ("data",))
+
+
+def local_batch_sharding(batch_size: int) -> NamedSharding:
+  return NamedSharding(local_mesh(batch_size), P("data"))
+
+
+class PortImageEncoder:
+  """tokenizers_port.vqgan: encode(uint8 [B,H,W,3]) -> int32 [B, h*w] raster order."""
+
+  def __init__(self, directory: str, batch_size: int):
+    from tokenizers_port import vqgan
+    # The port splits each batch over the mesh's data axis itself and replicates the weights.
+    self.tokenizer = vqgan.load(directory, mesh=local_mesh(batch_size))
+    cfg = self.tokenizer.config
+    self.image_size, self.grid = cfg.image_size, cfg.grid_size
+
+  def encode_batch(self, images: np.ndarray) -> np.ndarray:
+    codes = self.tokenizer.encode(images)
+    return np.asarray(codes, dtype=np.int32).reshape(len(images), self.grid, self.grid)
+
+
+class PortSpeechEncoder:
+  """tokenizers_port.speechtokenizer: encode(float32 [B,T] at 16 kHz) -> int32 [n_q, B, ceil(T/320)]."""
+
+  def __init__(self, directory: str, batch_size: int, n_q: int = 8, pad_multiple: int = 0):
+    from tokenizers_port import speechtokenizer
+    # The port shards its padded batch over the mesh itself and masks each clip to its length.
+    # pad_multiple > 0 overrides the port's: larger means fewer compiled lengths, more padding.
+    overrides = {"pad_multiple": pad_multiple} if pad_multiple > 0 else {}
+    self.tokenizer = speechtokenizer.load(directory, mesh=local_mesh(batch_size), **overrides)
+    cfg = self.tokenizer.cfg
+    self.n_q, self.hop, self.pad_multiple = n_q, cfg.hop_length, cfg.pad_multiple
+
+  def encode_batch(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return np.asarray(self.tokenizer.encode(waves, lengths=lengths, n_q=self.n_q), dtype=np.int32)
+
+
+class BlockQuantImageEncoder:
+  """Test double: mean colour of each f x f block, 4 levels per channel -> code r*16 + g*4 + b."""
+
+  def __init__(self, batch_size: int, image_size: int = 256, factor: int = 16):
+    self.image_size, self.grid, self.factor = image_size, image_size // factor, factor
+    self.sharding = local_batch_sharding(batch_size)
+    self._fn = jax.jit(self.codes_of)
+
+  def codes_of(self, images):
+    b, s, f = images.shape[0], self.image_size, self.factor
+    x = images.astype(jnp.float32).reshape(b, s // f, f, s // f, f, 3).mean(axis=(2, 4))
+    q = jnp.clip(jnp.floor(x / 64.0), 0, 3).astype(jnp.int32)
+    return q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]
+
+  def encode_batch(self, images: np.ndarray) -> np.ndarray:
+    return np.asarray(self._fn(jax.device_put(images, self.sharding)))
+
+
+class FrameQuantSpeechEncoder:
+  """Test double: layer l codes the mean of the l-th slice of each hop-sample frame, 1024 levels."""
+
+  def __init__(self, batch_size: int, n_q: int = 8, hop: int = 320, pad_multiple: int = 16000):
+    self.n_q, self.hop, self.pad_multiple = n_q, hop, pad_multiple
+    self.sharding = local_batch_sharding(batch_size)
+    self._fn = jax.jit(self.codes_of)
+
+  def codes_of(self, waves):
+    b, t = waves.shape
+    frames = math.ceil(t / self.hop)
+    x = jnp.pad(waves, ((0, 0), (0, frames * self.hop - t)))
+    x = x.reshape(b, frames, self.n_q, self.hop // self.n_q).mean(axis=-1)
+    q = jnp.clip(jnp.floor((x * 8 + 1) * 512), 0, 1023).astype(jnp.int32)
+    return jnp.transpose(q, (2, 0, 1))
+
+  def encode_batch(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    del lengths  # each frame's codes depend on that frame alone
+    return np.asarray(self._fn(jax.device_put(waves, self.sharding)))
+
+
+TEST_DOUBLE = "test_double"
+
+
+def build_encoders(config) -> tuple[ImageEncoder | None, SpeechEncoder | None]:
+  """Config keys image_tokenizer / speech_tokenizer: a converted folder, "test_double", or "" (none)."""
+  image = speech = None
+  if config.image_tokenizer == TEST_DOUBLE:
+    image = BlockQuantImageEncoder(config.image_batch_size)
+  elif config.image_tokenizer:
+    image = PortImageEncoder(config.image_tokenizer, config.image_batch_size)
+  if config.speech_tokenizer == TEST_DOUBLE:
+    speech = FrameQuantSpeechEncoder(config.speech_batch_size, pad_multiple=config.speech_pad_multiple or 16000)
+  elif config.speech_tokenizer:
+    speech = PortSpeechEncoder(config.speech_tokenizer, config.speech_batch_size,
+                               pad_multiple=config.speech_pad_multiple)
+  return image, speech
+
+
+class ImageBatcher:
+  """Feeds images to the encoder in fixed-size batches as they arrive (the last one zero-padded),
+  so encoding starts while later samples still decode. Results come back in arrival order."""
+
+  def __init__(self, encoder: ImageEncoder, batch_size: int):
+    self.encoder, self.batch_size = encoder, batch_size
+    self.pending: list[np.ndarray] = []
+    self.codes: list[np.ndarray] = []
+
+  def add(self, image: np.ndarray):
+    self.pending.append(image)
+    if len(self.pending) == self.batch_size:
+      self._flush()
+
+  def _flush(self):
+    if not self.pending:
+      return
+    batch = np.zeros((self.batch_size,) + self.pending[0].shape, np.uint8)
+    batch[:len(self.pending)] = np.stack(self.pending)
+    codes = self.encoder.encode_batch(batch)
+    self.codes += [codes[i] for i in range(len(self.pending))]
+    self.pending = []
+
+  def finish(self) -> list[np.ndarray]:
+    """-> int32 [h, w] per image, in the order added."""
+    self._flush()
+    return self.codes
+
+
+def padded_length(n: int, multiple: int) -> int:
+  return max(1, math.ceil(n / multiple)) * multiple
+
+
+class SpeechBatcher:
+  """Clips grouped by padded length (a multiple of pad_multiple), each group sent to the encoder
+  as a full batch as soon as it fills, while later samples still decode. At the end the groups'
+  leftovers are sorted by length and sent together, so a shard has at most one partial batch.
+  Every clip's codes are cut to its own ceil(len / hop) frames. Codes do not depend on batch mates
+  as long as the encoder honours `lengths` (the ported SpeechTokenizer masks each clip; the
+  frame-local double needs no mask)."""
+
+  def __init__(self, encoder: SpeechEncoder, batch_size: int):
+    self.encoder, self.batch_size = encoder, batch_size
+    self.groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+    self.codes: list[np.ndarray | None] = []
+
+  def add(self, wave: np.ndarray):
+    length = padded_length(len(wave), self.encoder.pad_multiple)
+    group = self.groups.setdefault(length, [])
+    group.append((len(self.codes), wave))
+    self.codes.append(None)
+    if len(group) == self.batch_size:
+      self._encode(self.groups.pop(length))
+
+  def _encode(self, chunk: list[tuple[int, np.ndarray]]):
+    length = padded_length(max(len(w) for _, w in chunk), self.encoder.pad_multiple)
+    batch = np.zeros((self.batch_size, length), np.float32)
+    lengths = np.full(self.batch_size, length, np.int32)  # padding rows: full-length silence
+    for row, (_, wave) in enumerate(chunk):
+      batch[row, :len(wave)] = wave
+      lengths[row] = len(wave)
+    codes = self.encoder.encode_batch(batch, lengths)
+    for row, (i, wave) in enumerate(chunk):
+      self.codes[i] = np.ascontiguousarray(codes[:, row, :math.ceil(len(wave) / self.encoder.hop)])
+
+  def finish(self) -> list[np.ndarray]:
+    """-> int32 [n_q, frames] per clip, in the order added."""
+    rest = sorted((item for group in self.groups.values() for item in group),
+                  key=lambda item: (len(item[1]), item[0]))
+    self.groups = {}
+    for start in range(0, len(rest), self.batch_size):
+      self._encode(rest[start:start + self.batch_size])
+    return self.codes
+
+
+def encode_images(encoder: ImageEncoder, images: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+  batcher = ImageBatcher(encoder, batch_size)
+  for image in images:
+    batcher.add(image)
+  return batcher.finish()
+
+
+def encode_speech(encoder: SpeechEncoder, waves: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+  batcher = SpeechBatcher(encoder, batch_size)
+  for wave in waves:
+    batcher.add(wave)
+  return batcher.finish()

@@ -1,0 +1,229 @@
+"""The tokenization job: read inputs, split shards over processes, decode in threads, encode in
+batches, commit each shard atomically, and account for every sample read.
+
+Output folder layout:
+  plan.json                           the plan every process and rerun must agree with
+  shards/shard-NNNNN-of-MMMMM.array_record
+  quarantine/shard-NNNNN.jsonl        that shard's quarantined samples
+  index/shard-NNNNN.json              the shard's commit record (counts, size, sha256)
+  index.json, quarantine.jsonl        merged by whichever process sees every shard committed
+
+A shard is committed in three renames: quarantine file, shard file, index record. The index record
+is the commit point: a rerun skips shards that have one and redoes the rest from scratch, and since a
+shard's bytes depend only on its samples, a job killed anywhere and rerun ends with the same files.
+"""
+
+import collections
+import concurrent.futures as futures
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import time
+
+from tqdm import tqdm
+
+from mio_jax.tokenize import build, encoders, manifests, media, plan as plan_lib, quarantine
+
+KILL_ENV = "MIO_TOKENIZE_KILL_AT"  # test hook "POINT:N": SIGKILL at POINT of the N-th shard this run
+KILL_POINTS = ("quarantine_committed", "shard_half_written", "shard_tmp_written", "shard_committed",
+               "index_committed")
+
+
+def media_config(config, image_encoder) -> media.MediaConfig:
+  fields = {f.name for f in dataclasses.fields(media.MediaConfig)}
+  values = {k: v for k, v in config.media.items() if k in fields}
+  unknown = sorted(set(config.media.keys()) - fields)
+  if unknown:
+    raise ValueError(f"unknown config key media.{unknown[0]}")
+  if image_encoder is not None:
+    values["image_size"] = image_encoder.image_size
+  return media.MediaConfig(**values)
+
+
+def process_split(config) -> tuple[int, int]:
+  """Flags when given (>= 0), else the JAX distributed runtime's view."""
+  if config.process_count > 0:
+    return config.process_index, config.process_count
+  import jax
+  return jax.process_index(), jax.process_count()
+
+
+def _maybe_kill(point: str, shards_done_this_run: int):
+  spec = os.environ.get(KILL_ENV)
+  if spec:
+    where, _, n = spec.partition(":")
+    if where == point and int(n) == shards_done_this_run:
+      os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _decode(raw, cfg):
+  try:
+    return media.decode_sample(raw, cfg)
+  except media.MediaError as e:
+    return e
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def is_committed(out: str, plan, shard: int) -> bool:
+  rec_path = os.path.join(out, "index", f"shard-{shard:05d}.json")
+  if not os.path.exists(rec_path):
+    return False
+  with open(rec_path, encoding="utf-8") as f:
+    rec = json.load(f)
+  path = os.path.join(out, "shards", plan.shard_file(shard))
+  return os.path.exists(path) and os.path.getsize(path) == rec["bytes"]
+
+
+def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -> dict:
+  from mio_jax.data.shards import ShardWriter
+
+  quarantine.atomic_write_jsonl(os.path.join(out, "quarantine", f"shard-{shard:05d}.jsonl"), quarantined)
+  _maybe_kill("quarantine_committed", n_run)
+  path = os.path.join(out, "shards", plan.shard_file(shard))
+  tmp = quarantine.temp_path(path)
+  with ShardWriter(tmp) as writer:
+    for k, s in enumerate(samples):
+      writer.write(s)
+      if k == len(samples) // 2:
+        _maybe_kill("shard_half_written", n_run)
+  _maybe_kill("shard_tmp_written", n_run)
+  quarantine.commit(tmp, path)
+  _maybe_kill("shard_committed", n_run)
+  rng = plan.shard_range(shard)
+  rec = {"shard": shard, "file": plan.shard_file(shard), "first": rng.start, "read": len(rng),
+         "written": len(samples), "quarantined": len(quarantined), "bytes": os.path.getsize(path),
+         "sha256": _sha256(path), "kinds": dict(sorted(collections.Counter(s.kind for s in samples).items()))}
+  if rec["read"] != rec["written"] + rec["quarantined"]:
+    raise AssertionError(f"shard {shard}: read {rec['read']} != written {rec['written']} + "
+                         f"quarantined {rec['quarantined']}")
+  quarantine.atomic_write_text(os.path.join(out, "index", f"shard-{shard:05d}.json"),
+                               json.dumps(rec, sort_keys=True) + "\n")
+  _maybe_kill("index_committed", n_run)
+  return rec
+
+
+def finalize(out: str, plan) -> dict | None:
+  """Merge index and quarantine once every shard is committed; None while some are missing."""
+  recs = []
+  for shard in range(plan.num_shards):
+    if not is_committed(out, plan, shard):
+      return None
+    with open(os.path.join(out, "index", f"shard-{shard:05d}.json"), encoding="utf-8") as f:
+      recs.append(json.load(f))
+  read = sum(r["read"] for r in recs)
+  written = sum(r["written"] for r in recs)
+  held = sum(r["quarantined"] for r in recs)
+  if read != plan.num_samples or read != written + held:
+    raise AssertionError(f"{out}: accounting broken: planned {plan.num_samples}, read {read}, "
+                         f"written {written}, quarantined {held}")
+  rows = []
+  for shard in range(plan.num_shards):
+    rows += quarantine.read_jsonl(os.path.join(out, "quarantine", f"shard-{shard:05d}.jsonl"))
+  quarantine.atomic_write_jsonl(os.path.join(out, "quarantine.jsonl"), rows)
+  index = {"num_samples": read, "written": written, "quarantined": held, "shards": recs}
+  quarantine.atomic_write_text(os.path.join(out, "index.json"), json.dumps(index, indent=1, sort_keys=True) + "\n")
+  return {"read": read, "written": written, "quarantined": held,
+          "reasons": dict(collections.Counter(r["category"] for r in rows).most_common())}
+
+
+def remove_stale_temporaries(out: str, plan, shards: list[int]):
+  """Temporary files a killed run of *this* process's shards left behind (others' are not ours)."""
+  for sub, name in (("shards", plan.shard_file), ("quarantine", lambda s: f"shard-{s:05d}.jsonl"),
+                    ("index", lambda s: f"shard-{s:05d}.json")):
+    prefixes = tuple("." + name(s) + "." for s in shards)
+    for f in os.listdir(os.path.join(out, sub)):
+      if f.startswith(prefixes) and f.endswith(".tmp"):
+        os.remove(os.path.join(out, sub, f))
+
+
+def run(config, encoder_pair=None) -> dict:
+  """Run (or resume) the job this process owns a part of; returns a summary dict.
+
+  encoder_pair: (image, speech) encoders to use instead of building them from the config (lets
+  one Python process run several jobs without recompiling).
+  """
+  t0 = time.perf_counter()
+  if not config.output_dir:
+    raise ValueError("config key output_dir is empty")
+  samples = manifests.read_inputs(config.input, config.get("tfds_data_dir") or None)
+  image_encoder, speech_encoder = encoder_pair or encoders.build_encoders(config)
+  cfg = media_config(config, image_encoder)
+  settings = {"media": dataclasses.asdict(cfg), "speech_pad_multiple": config.speech_pad_multiple,
+              "image_tokenizer": config.image_tokenizer, "speech_tokenizer": config.speech_tokenizer}
+  plan = plan_lib.make_plan(samples, config.shard_size, settings)
+  out = config.output_dir
+  for sub in ("shards", "quarantine", "index"):
+    os.makedirs(os.path.join(out, sub), exist_ok=True)
+  plan_lib.check_or_record(plan, out)
+  index, count = process_split(config)
+  mine = plan_lib.owned_shards(plan.num_shards, index, count)
+  todo = [s for s in mine if not is_committed(out, plan, s)]
+  remove_stale_temporaries(out, plan, todo)
+
+  total = sum(len(plan.shard_range(s)) for s in mine)
+  skipped = total - sum(len(plan.shard_range(s)) for s in todo)
+  bar = tqdm(total=total, initial=skipped, unit="sample", disable=not config.progress,
+             desc=f"tokenize p{index}/{count}", dynamic_ncols=True)
+  stats = collections.Counter()
+  with futures.ThreadPoolExecutor(max(1, config.num_workers)) as pool:
+    # Decoding runs prefetch_shards shards ahead of encoding, so the encoders rarely wait.
+    pending = collections.deque()
+
+    def submit(shard):
+      rng = plan.shard_range(shard)
+      pending.append((shard, [(i, samples[i], pool.submit(_decode, samples[i], cfg)) for i in rng]))
+
+    queue = collections.deque(todo)
+    while queue and len(pending) <= config.prefetch_shards:
+      submit(queue.popleft())
+    n_run = 0
+    while pending:
+      shard, items = pending.popleft()
+      if queue:
+        submit(queue.popleft())
+
+      def arrivals(items=items):  # lazily, in sample order: encoding starts as samples arrive
+        for i, raw, fut in items:
+          yield i, raw, fut.result()
+          bar.update(1)
+
+      shard_samples, held = build.build_shard(shard, arrivals(), image_encoder, speech_encoder,
+                                              config.image_batch_size, config.speech_batch_size)
+      n_run += 1
+      rec = commit_shard(out, plan, shard, shard_samples, held, n_run)
+      stats.update(read=rec["read"], written=rec["written"], quarantined=rec["quarantined"])
+      bar.set_postfix(written=stats["written"], quarantined=stats["quarantined"])
+  bar.close()
+
+  seconds = time.perf_counter() - t0
+  summary = {"process": f"{index}/{count}", "process_count": count, "shards_owned": len(mine), "shards_skipped": len(mine) - len(todo),
+             "read_this_run": stats["read"], "written_this_run": stats["written"],
+             "quarantined_this_run": stats["quarantined"], "seconds": round(seconds, 2),
+             "samples_per_s": round(stats["read"] / seconds, 2) if seconds else 0.0}
+  job = finalize(out, plan)
+  if job is not None:
+    summary["job"] = job
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  lines = [f"process {summary['process']}: {summary['shards_owned']} shards owned, "
+           f"{summary['shards_skipped']} already done; this run read {summary['read_this_run']}, "
+           f"wrote {summary['written_this_run']}, quarantined {summary['quarantined_this_run']} "
+           f"in {summary['seconds']} s ({summary['samples_per_s']} samples/s)"]
+  job = summary.get("job")
+  if job is None:
+    lines.append("job: other processes' shards are not all committed yet")
+  else:
+    lines.append(f"job: read {job['read']} = written {job['written']} + quarantined {job['quarantined']} (checked)")
+    lines += [f"  quarantined for {reason}: {n}" for reason, n in job["reasons"].items()]
+  return "\n".join(lines)

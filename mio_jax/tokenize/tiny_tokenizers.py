@@ -1,0 +1,72 @@
+"""Tiny random-weight tokenizer folders in the ported formats, for tests, benchmarks and the demo.
+
+Real weights cannot be downloaded here; these keep each tokenizer's real code path (and its
+interfaces: 8 RVQ layers of 1024 codes, hop 320; a VQGAN raster grid) with few channels, so the job
+is exercised end to end at CPU speed. The codes mean nothing: they are a deterministic function of
+the input, which is all the job's tests need.
+
+  python -m mio_jax.tokenize.tiny_tokenizers OUT_DIR   -> OUT_DIR/speechtokenizer, OUT_DIR/vqgan
+"""
+
+import os
+import sys
+
+import numpy as np
+
+
+def random_params(shapes: dict[str, tuple], seed: int) -> dict[str, np.ndarray]:
+  """Fan-in scaled normal weights; 1-D vectors: zero biases, unit scales."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name in sorted(shapes):
+    shape = shapes[name]
+    if len(shape) >= 2:
+      fan_in = int(np.prod(shape[:-1]))
+      out[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    elif "bias" in name.split("/")[-1] or name.endswith("/b"):
+      out[name] = np.zeros(shape, np.float32)
+    else:
+      out[name] = np.ones(shape, np.float32)
+  return out
+
+
+def make_tiny_speechtokenizer(out_dir: str, seed: int = 0) -> str:
+  from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
+  from tokenizers_port.speechtokenizer.load import expected_shapes, save
+
+  # Same strides (hop 320), codebook (1024) and n_q (8) as the release; 4 base filters, 1 LSTM layer.
+  cfg = SpeechTokenizerConfig(n_filters=4, dimension=32, semantic_dimension=32, lstm_layers=1)
+  params = random_params(expected_shapes(cfg), seed)
+  for name, value in params.items():
+    if "codebook" in name or "embed" in name:  # spread the codes: codebook scale ~ feature scale
+      params[name] = value * np.sqrt(value.shape[0]) * 0.5
+  save(out_dir, cfg, params)
+  return out_dir
+
+
+def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
+  from flax import nnx
+  from tokenizers_port.vqgan import config as vqgan_config, params_io
+  from tokenizers_port.vqgan.model import VQGAN
+
+  # 256 px -> 16x16 grid like taming f16, 8192 codes like MIO's image block; 4 base channels.
+  cfg = vqgan_config.VQGANConfig(flavor="taming", ch=4, encoder_ch_mult=(1, 1, 2, 2, 4),
+                                 decoder_ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1,
+                                 encoder_attn_levels=(), decoder_attn_levels=(), z_channels=8,
+                                 embed_dim=8, n_embed=8192, num_groups=2)
+  model = VQGAN(cfg, rngs=nnx.Rngs(seed))  # the port's own random initialisation
+  params = {tuple(p): np.asarray(v.value) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  os.makedirs(out_dir, exist_ok=True)
+  params_io.save_params(params, out_dir)
+  vqgan_config.save_config(cfg, out_dir)
+  return out_dir
+
+
+def make_tiny_tokenizers(out_dir: str, seed: int = 0) -> tuple[str, str]:
+  """-> (speech tokenizer dir, image tokenizer dir)."""
+  return (make_tiny_speechtokenizer(os.path.join(out_dir, "speechtokenizer"), seed),
+          make_tiny_vqgan(os.path.join(out_dir, "vqgan"), seed))
+
+
+if __name__ == "__main__":
+  print(make_tiny_tokenizers(sys.argv[1] if len(sys.argv) > 1 else "workdirs/tiny_tokenizers"))
