@@ -1,0 +1,64 @@
+"""The official released configs (taming f16-16384, LlamaGen VQ-16) against the PyTorch references.
+
+The default case runs the full-size taming model on two photos at 128 px (same weights and layers
+as at 256 px; a quarter of the compute). The slow cases run both families on all the bundled
+photographs at 256 px; `benchmarks/vqgan_roundtrip.py --agreement` prints the same numbers.
+"""
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from tokenizers_port.vqgan import convert, load
+from tokenizers_port.vqgan import reference as ref
+
+OFFICIAL = {"taming": ref.TAMING_OFFICIAL, "llamagen": ref.LLAMAGEN_OFFICIAL}
+
+
+def _convert(flavor, size, calib, tmp_path):
+  model = ref.build(flavor, OFFICIAL[flavor], seed=2)
+  ref.calibrate_codebook(model, ref.to_nchw(calib))
+  ckpt = str(tmp_path / "released.ckpt")
+  ref.save_released_layout(model, flavor, ckpt)
+  convert.main(["--flavor", flavor, "--torch-checkpoint", ckpt, "--out", str(tmp_path / "flax"),
+                "--image-size", str(size)])
+  return model, str(tmp_path / "flax")
+
+
+def _compare(flavor, size, test, calib, conv_impl, tmp_path, min_agreement):
+  model, out = _convert(flavor, size, calib, tmp_path)
+  tok = load(out, conv_impl=conv_impl)
+  assert tok.config.n_embed == 16384 and tok.config.encoder_ch_mult == (1, 1, 2, 2, 4)
+  x = ref.to_nchw(test)
+  want_z = ref.latents(model, x).permute(0, 2, 3, 1).numpy()
+  want_codes = ref.codes(model, x).numpy()
+  with jax.default_matmul_precision("highest"):
+    got_z = np.asarray(tok.encode_latents(x.permute(0, 2, 3, 1).numpy()))
+    got_codes = np.asarray(tok.encode(test))
+  np.testing.assert_allclose(got_z, want_z, atol=1e-4, rtol=0)
+  agreement = (got_codes == want_codes).mean()
+  assert agreement >= min_agreement, agreement
+  grid = size // 16
+  want_img = ref.decode_codes(model, torch.from_numpy(want_codes), grid, grid)
+  with jax.default_matmul_precision("highest"):
+    got_img = np.asarray(tok.decode_float(want_codes))
+  np.testing.assert_allclose(got_img, want_img.permute(0, 2, 3, 1).numpy(), atol=1e-4, rtol=0)
+  return agreement
+
+
+def test_official_taming_f16(tmp_path):
+  photos = ref.photographs(128)
+  # Two photos give 128 codes: one near-tie flip is 0.8%, hence the looser bound here.
+  _compare("taming", 128, photos[[0, 20]], photos[1::3][:6], "direct", tmp_path, 0.99)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavor", ["taming", "llamagen"])
+def test_official_few_dozen_photos_256(flavor, tmp_path):
+  photos = ref.photographs(256)
+  # Codebook from encoder outputs on every third photo (plus noise); agreement on the rest.
+  calib = photos[1::3]
+  test = np.delete(photos, np.arange(1, len(photos), 3), axis=0)
+  agreement = _compare(flavor, 256, test, calib, "direct", tmp_path, 0.999)
+  print(f"{flavor}: code agreement {agreement:.5f}")
