@@ -17,10 +17,10 @@ from mio_jax.model.transformer import ModelConfig, Transformer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MINI_TEXT_MODEL = os.path.join(REPO, "data", "vocab", "mini.model")
-# The smoke vocabulary: 1000 text ids + 6 specials + 1024 image codes + 4 x 1024 speech codes.
-TINY_VOCAB = dict(text_size=1000, text_model=MINI_TEXT_MODEL, image_codes=1024, speech_codebook=1024,
+# The smoke vocabulary: 1000 text ids + 6 specials + 8192 image codes + 4 x 1024 speech codes.
+TINY_VOCAB = dict(text_size=1000, text_model=MINI_TEXT_MODEL, image_codes=8192, speech_codebook=1024,
                   speech_layers=4, code_order="image_first")
-TINY = ModelConfig(vocab_size=6126, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+TINY = ModelConfig(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                    mlp_dim=192, norm_eps=1e-5, rope_theta=5_000_000.0, dtype="float32",
                    attention_impl="xla", remat_policy="none")
 M40 = dataclasses.replace(TINY, vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,

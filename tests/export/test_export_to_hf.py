@@ -40,13 +40,13 @@ def test_export_writes_sharded_llama_checkpoint(tiny_export):
   with open(os.path.join(out, "config.json")) as f:
     config = json.load(f)
   assert config["architectures"] == ["LlamaForCausalLM"]
-  assert (config["vocab_size"], config["num_key_value_heads"], config["rms_norm_eps"]) == (6126, 2, 1e-5)
+  assert (config["vocab_size"], config["num_key_value_heads"], config["rms_norm_eps"]) == (13294, 2, 1e-5)
   assert config["rope_parameters"]["rope_theta"] == 5_000_000.0
   assert not config["tie_word_embeddings"]
   assert (config["bos_token_id"], config["eos_token_id"]) == (1, [2, 7])  # EOS and <|im_end|>
   with open(os.path.join(out, "mio_jax.json")) as f:
     layout = json.load(f)
-  assert layout["image"]["first_id"] == 1006 and layout["speech"]["first_id"] == 2030
+  assert layout["image"]["first_id"] == 1006 and layout["speech"]["first_id"] == 9198  # 1006 + 8192 image codes
   assert layout["speech"]["layer_order"][0].startswith("content")
   from transformers import AutoTokenizer
 

@@ -14,6 +14,9 @@ STEPS = 16
 
 def small_config(steps=STEPS, **mesh):
   c = stage_config(1, "smoke")
+  # A 1024-code image block (6126 ids) keeps the 16-step learning check quick and clear.
+  c.vocab.image_codes = 1024
+  c.model.vocab_size = 6126
   c.data.update(seq_len=32, global_batch=8)
   c.optimizer.peak_lr = 1e-2
   c.train.update(steps=steps, log_every=4, checkpoint_every=8, async_checkpointing=True)
