@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 
-import jax
 import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
@@ -20,21 +19,11 @@ from mio_jax.export import mapping, safetensors_io
 from mio_jax.export.run_config import find_run_config
 from mio_jax.export.vocab_layout import write_layout
 from mio_jax.model.transformer import ModelConfig
-from mio_jax.train.checkpoint import resolve_params_dir
+from mio_jax.train.checkpoint import resolve_params_dir, saved_param_shapes
 
 log = logging.getLogger("mio_jax.export")
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
-
-
-def saved_param_shapes(params_dir: str) -> dict[str, tuple[int, ...]]:
-  """Every saved parameter's shape by "/"-joined path, from orbax metadata (no array is read)."""
-  with ocp.PyTreeCheckpointer() as ckptr:
-    meta = ckptr.metadata(params_dir)
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
-  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
 def model_config_from_shapes(shapes: dict[str, tuple[int, ...]], known: dict, where: str) -> ModelConfig:

@@ -24,7 +24,7 @@ class MeshConfigError(ValueError):
 
 def maybe_initialize_distributed() -> None:
   """Join the multi-process job when launched as one (TPU pod, SLURM or explicit coordinator)."""
-  if jax.distributed.is_initialized() if hasattr(jax.distributed, "is_initialized") else False:
+  if jax.distributed.is_initialized():
     return
   launched_multi = any(k in os.environ for k in (
       "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))

@@ -28,32 +28,29 @@ _ACTIVATION_RULES: Rules = (
     ("act_vocab", "tensor"),
 )
 
+# ZeRO-3 style: every weight's embed dim split over fsdp, tensor-parallel dims over tensor.
+_FSDP_PARAM_RULES: Rules = (
+    ("layers", None),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("norm", None),
+)
+
+
+def _replace(rules: Rules, **axes) -> Rules:
+  return tuple((name, axes.get(name, mesh_axes)) for name, mesh_axes in rules)
+
+
 RULE_SETS: dict[str, Rules] = {
-    # ZeRO-3 style: every weight's embed dim split over fsdp, tensor-parallel dims over tensor.
-    "fsdp": _ACTIVATION_RULES + (
-        ("layers", None),
-        ("embed", "fsdp"),
-        ("vocab", "tensor"),
-        ("heads", "tensor"),
-        ("kv_heads", "tensor"),
-        ("head_dim", None),
-        ("mlp", "tensor"),
-        ("norm", None),
-    ),
+    "fsdp": _ACTIVATION_RULES + _FSDP_PARAM_RULES,
     # Pure tensor parallelism: weights replicated over data/fsdp, split over tensor only.
-    "tensor": _ACTIVATION_RULES + (
-        ("layers", None),
-        ("embed", None),
-        ("vocab", "tensor"),
-        ("heads", "tensor"),
-        ("kv_heads", "tensor"),
-        ("head_dim", None),
-        ("mlp", "tensor"),
-        ("norm", None),
-    ),
+    "tensor": _ACTIVATION_RULES + _replace(_FSDP_PARAM_RULES, embed=None),
     # Plain data parallelism: every weight replicated.
-    "data": _ACTIVATION_RULES + tuple(
-        (name, None) for name in ("layers", "embed", "vocab", "heads", "kv_heads", "head_dim", "mlp", "norm")),
+    "data": _ACTIVATION_RULES + tuple((name, None) for name, _ in _FSDP_PARAM_RULES),
 }
 
 

@@ -72,26 +72,33 @@ def resolve_params_dir(path: str) -> str:
   raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint with a params item found there")
 
 
+def saved_param_shapes(params_dir: str) -> dict[str, tuple[int, ...]]:
+  """Every saved parameter's shape by "/"-joined path, from orbax metadata (no array is read)."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    meta = checkpointer.metadata(params_dir)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {_path_name(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
 def load_params(path: str, abstract_params: Any, shardings: Any) -> Any:
   """Parameters only, from another run's checkpoint, in this run's sharded layout.
 
   A checkpoint whose parameter names or shapes differ raises, naming the first mismatch.
   """
   params_dir = resolve_params_dir(path)
+  saved = saved_param_shapes(params_dir)
+  for key, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+    name = _path_name(key)
+    if name not in saved:
+      raise ValueError(f"{params_dir}: parameter {name} is missing from the checkpoint")
+    if saved[name] != tuple(leaf.shape):
+      raise ValueError(f"{params_dir}: parameter {name} has shape {saved[name]}, the model expects "
+                       f"{tuple(leaf.shape)}")
   with ocp.StandardCheckpointer() as checkpointer:
-    meta = checkpointer.metadata(params_dir)
-    meta_tree = getattr(meta, "item_metadata", meta)
-    meta_tree = getattr(meta_tree, "tree", meta_tree)
-    _check_same_params(meta_tree, abstract_params, params_dir)
     return checkpointer.restore(params_dir, _abstract(abstract_params, shardings))
-
-
-def _check_same_params(saved: Any, expected: Any, where: str) -> None:
-  saved_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
-  for key, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]:
-    name = jax.tree_util.keystr(key)
-    if name not in saved_flat:
-      raise ValueError(f"{where}: parameter {name} is missing from the checkpoint")
-    shape = tuple(getattr(saved_flat[name], "shape", ()))
-    if shape != tuple(leaf.shape):
-      raise ValueError(f"{where}: parameter {name} has shape {shape}, the model expects {tuple(leaf.shape)}")
