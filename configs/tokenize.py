@@ -5,7 +5,8 @@ Presets:
   image_text, speech_text, video_text, interleaved, text, conversation
                 the one data/mini manifest of that kind
   coco_captions, librispeech
-                TFDS data sets (needs tensorflow_datasets and prepared data; tfds_data_dir)
+                TFDS data sets: needs tensorflow-datasets (not TensorFlow) and the data set
+                prepared in array_record format under tfds_data_dir (docs/tokenization.md)
 Override any key on the command line, e.g. --config.input=my.jsonl --config.output_dir=out
 --config.image_tokenizer=DIR --config.speech_tokenizer=DIR.
 """

@@ -5,7 +5,9 @@
   python launch/generate.py --checkpoint RUN --prompt "say hi <spch>" --max_new_tokens 400
 
 Prints the generated text (media blocks shown as [image K] / [speech K]) and writes each generated
-block's codes to OUT_PREFIX_imageK.npy ([h, w]) / OUT_PREFIX_speechK.npy ([layers, frames]).
+block's codes to OUT_PREFIX_imageK.npy ([h, w]) / OUT_PREFIX_speechK.npy ([layers, frames]); with
+--image_tokenizer / --speech_tokenizer (converted tokenizer folders) also the decoded
+OUT_PREFIX_imageK.png / OUT_PREFIX_speechK.wav.
 Decoding is constrained: after <image> exactly --image_tokens image codes then </image>; after <spch>
 four equal parts (content, then three timbre layers) then </spch>. See docs/generation.md.
 """
@@ -34,12 +36,15 @@ def parse_args(argv=None):
   p.add_argument("--media_top_p", type=float, default=0.7, help="MIO: 0.7 for images and speech")
   p.add_argument("--speech_repetition_penalty", type=float, default=1.15)
   p.add_argument("--image_repetition_penalty", type=float, default=1.0, help="MIO: 1.15 for video")
+  p.add_argument("--stop_after_media", action="store_true", help="end at the first media block's close")
   p.add_argument("--num_beams", type=int, default=1, help="> 1: beam search, text only")
   p.add_argument("--length_penalty", type=float, default=1.0, help="beam score / length**this")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no_bos", action="store_true", help="do not start the prompt with BOS")
   p.add_argument("--text_model", default=None, help="SentencePiece .model override")
-  p.add_argument("--out_prefix", default="generated", help="prefix of the .npy files written")
+  p.add_argument("--out_prefix", default="generated", help="prefix of the files written")
+  p.add_argument("--image_tokenizer", default=None, help="VQGAN folder: decode image blocks to .png")
+  p.add_argument("--speech_tokenizer", default=None, help="SpeechTokenizer folder: decode speech to .wav")
   return p.parse_args(argv)
 
 
@@ -54,14 +59,13 @@ def _load_codes(path, what):
 
 
 def run(args) -> dict:
-  import jax
   import numpy as np
 
-  from mio_jax.generate.beam import beam_search
-  from mio_jax.generate.constraints import Layout
-  from mio_jax.generate.decode import Settings, generate
+  from mio_jax.generate.complete import complete
+  from mio_jax.generate.decode import Settings
   from mio_jax.generate.load import load_model
-  from mio_jax.generate.prompt import build_prompt, split_output, unclosed_block
+  from mio_jax.generate.media_files import MediaWriter
+  from mio_jax.generate.prompt import build_prompt
 
   model, vocab = load_model(args.checkpoint, text_model=args.text_model)
   prompt = build_prompt(vocab, args.prompt, image_codes=_load_codes(args.image_codes, "image_codes"),
@@ -71,29 +75,28 @@ def run(args) -> dict:
                       image_penalty=args.image_repetition_penalty,
                       speech_temperature=args.media_temperature, speech_top_p=args.media_top_p,
                       speech_penalty=args.speech_repetition_penalty)
-  layout = Layout.from_vocab(vocab, args.image_tokens, args.max_speech_frames)
-  stops = tuple(sorted({vocab.eos, vocab.im_end}))
-  if args.num_beams > 1:
-    if len(unclosed_block(vocab, prompt)):
-      raise ValueError("--num_beams > 1 decodes text only; the prompt ends inside an <image>/<spch> block")
-    best, _ = beam_search(model, prompt, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                          stop_ids=stops, layout=layout, length_penalty=args.length_penalty)
-    ids = best[None]
-  else:
-    ids, _ = generate(model, prompt[None], key=jax.random.key(args.seed),
-                      max_new_tokens=args.max_new_tokens, layout=layout, settings=settings, stop_ids=stops)
-  # A prompt ending inside a block (e.g. "... <image>"): the generated codes belong to that block.
-  open_block = unclosed_block(vocab, prompt)
-  out = split_output(vocab, np.concatenate([open_block, np.asarray(ids[0])]), stops)
+  ids, out = complete(model, vocab, prompt, max_new_tokens=args.max_new_tokens,
+                      image_tokens=args.image_tokens, max_speech_frames=args.max_speech_frames,
+                      settings=settings, num_beams=args.num_beams, length_penalty=args.length_penalty,
+                      seed=args.seed, stop_after_media=args.stop_after_media)
+  writer = MediaWriter(args.image_tokenizer, args.speech_tokenizer)
   written = []
-  for kind, k, closed in out.complete:
-    path = f"{args.out_prefix}_{kind}{k}.npy"
-    np.save(path, (out.images if kind == "image" else out.speech)[k])
-    written.append(path)
   print(out.text)
-  for (kind, k, closed), path in zip(out.complete, written):
-    print(f"wrote {path}" + ("" if closed else f" (incomplete: {kind} block cut by --max_new_tokens)"))
-  return {"ids": np.asarray(ids[0]), "output": out, "files": written}
+  for kind, k, closed in out.complete:
+    codes = (out.images if kind == "image" else out.speech)[k]
+    paths = [f"{args.out_prefix}_{kind}{k}.npy"]
+    np.save(paths[0], codes)
+    # A block cut short cannot be decoded: its parts (speech) or grid (image) are incomplete.
+    decodable = closed and codes.ndim == 2
+    if decodable and kind == "image" and args.image_tokenizer:
+      paths.append(f"{args.out_prefix}_{kind}{k}.png")
+      writer.write_image(codes, paths[-1])
+    elif decodable and kind == "speech" and args.speech_tokenizer:
+      paths.append(f"{args.out_prefix}_{kind}{k}.wav")
+      writer.write_speech(codes, paths[-1])
+    written += paths
+    print(f"wrote {', '.join(paths)}" + ("" if closed else f" (incomplete: {kind} block cut by --max_new_tokens)"))
+  return {"ids": ids, "output": out, "files": written}
 
 
 def main(argv=None):

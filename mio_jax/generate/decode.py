@@ -59,11 +59,13 @@ def prompt_inputs(prompt: jax.Array, prompt_lengths: jax.Array) -> tuple[jax.Arr
 
 def generate(model: Transformer, prompt, *, key: jax.Array, max_new_tokens: int,
              layout: Layout | None = None, settings: Settings = Settings(),
-             stop_ids: tuple[int, ...] = (), prompt_lengths=None) -> tuple[jax.Array, jax.Array]:
+             stop_ids: tuple[int, ...] = (), prompt_lengths=None,
+             stop_after_media: bool = False) -> tuple[jax.Array, jax.Array]:
   """New ids [batch, max_new_tokens] (after a stop id, the stop id repeats) and done [batch].
 
   `layout` None decodes unconstrained (every row stays in text mode). Stop ids end a row only in
-  text mode, so a code id that equals one cannot end a media block.
+  text mode, so a code id that equals one cannot end a media block. `stop_after_media` also ends a
+  row at the closing tag of a media block (`</image>`, `</spch>`): one image or utterance, no more.
   """
   prompt = jnp.asarray(prompt, jnp.int32)
   if prompt_lengths is None:
@@ -71,11 +73,13 @@ def generate(model: Transformer, prompt, *, key: jax.Array, max_new_tokens: int,
   graphdef, state = nnx.split(model)
   return _generate(graphdef, state, prompt, jnp.asarray(prompt_lengths, jnp.int32), key,
                    max_new_tokens=max_new_tokens, layout=layout, settings=settings,
-                   stop_ids=tuple(int(i) for i in stop_ids))
+                   stop_ids=tuple(int(i) for i in stop_ids), stop_after_media=stop_after_media)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "layout", "settings", "stop_ids"))
-def _generate(graphdef, state, prompt, prompt_lengths, key, *, max_new_tokens, layout, settings, stop_ids):
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "layout", "settings", "stop_ids",
+                                             "stop_after_media"))
+def _generate(graphdef, state, prompt, prompt_lengths, key, *, max_new_tokens, layout, settings, stop_ids,
+              stop_after_media):
   model = nnx.merge(graphdef, state)
   batch, prompt_len = prompt.shape
   vocab = model.cfg.vocab_size
@@ -116,6 +120,8 @@ def _generate(graphdef, state, prompt, prompt_lengths, key, *, max_new_tokens, l
     seen = seen.at[rows, token].set(True)
     if layout is not None:
       mode_state = constraints.advance(layout, mode_state, token)
+      if stop_after_media:  # the closing tag of a media block ends the row
+        stopped |= (mode != constraints.TEXT) & (mode_state.mode == constraints.TEXT)
     pos = (prompt_lengths + step)[:, None]
     # nnx refuses a module from the outer trace inside the loop: rebuild it from the carried params.
     step_model = nnx.merge(graphdef, params)

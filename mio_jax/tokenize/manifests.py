@@ -13,7 +13,10 @@ JSONL rows (media paths relative to the manifest's folder; an optional "kind" ov
   conversation  {"messages": [{"role": "system"|"user"|"assistant", "content": STR | [parts]}]}
 """
 
+import contextlib
 import dataclasses
+import functools
+import io
 import json
 import os
 from typing import Any, Callable
@@ -172,35 +175,104 @@ def read_folder(root: str) -> list[RawSample]:
 
 
 def coco_captions_parts(features: dict) -> list[dict]:
-  """TFDS coco_captions example -> image_text parts with its first caption (one sample per image)."""
-  texts = features["captions"]["text"]
-  texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+  """TFDS coco_captions example -> image_text parts with its first caption (one sample per image).
+
+  read_tfds asks TFDS not to decode the image, so "image" is the stored JPEG's bytes and the job's
+  own Pillow path decodes it (as for manifest files): corrupt images are then quarantined, not fatal.
+  """
+  texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in features["captions"]["text"]]
   if not texts:
     raise ManifestError("coco_captions example without captions")
-  return [{"type": "image", "array": features["image"]}, {"type": "text", "text": _text(texts[0], "caption")}]
+  image = features["image"]
+  part = {"type": "image", "data": image} if isinstance(image, bytes) else {"type": "image", "array": image}
+  return [part, {"type": "text", "text": _text(texts[0], "caption")}]
 
 
 def librispeech_parts(features: dict, sample_rate: int = 16000) -> list[dict]:
-  """TFDS librispeech example (int16 speech at 16 kHz, bytes text) -> speech_text parts."""
+  """TFDS librispeech example -> speech_text parts; transcripts (upper case there) are lower-cased.
+
+  "speech" is int16 samples at the feature's sample_rate (read_tfds passes it), or, from the
+  lazy_decode config, the FLAC file's bytes, which carry their own rate.
+  """
   text = features["text"]
   text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-  return [{"type": "speech", "wave": features["speech"], "sample_rate": sample_rate},
-          {"type": "text", "text": _text(text.lower(), "transcript")}]
+  speech = features["speech"]
+  part = ({"type": "speech", "data": speech} if isinstance(speech, bytes)
+          else {"type": "speech", "wave": speech, "sample_rate": sample_rate})
+  return [part, {"type": "text", "text": _text(text.lower(), "transcript")}]
 
 
 TFDS_MAPPINGS = {"coco_captions": ("image_text", coco_captions_parts),
                  "librispeech": ("speech_text", librispeech_parts)}
 
 
+def _tfds_audio_without_tensorflow(tfds):
+  """Let tfds.features.Audio be built without TensorFlow (tensorflow/datasets#11233).
+
+  Its decoder's __init__ calls tf.dtypes.as_dtype only to keep a TF dtype for TF-side decoding, so
+  without TensorFlow no data set with speech (librispeech) can even be opened, though reading its
+  int16 arrays needs nothing from TF. Patched only when that construction actually fails. The
+  lazy_decode config still needs TensorFlow (its Audio feature's stored dtype is tf.string).
+  """
+  import numpy as np
+  from tensorflow_datasets.core.features import audio_feature
+
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints a banner when TF is missing
+      tfds.features.Audio(dtype=np.int16, sample_rate=16000)
+    return
+  except ModuleNotFoundError as e:
+    if e.name != "tensorflow" and "tensorflow" not in str(e):
+      raise
+
+  def init(self, file_format, np_dtype, shape):
+    self._file_format, self._np_dtype, self._shape = file_format, np_dtype, shape
+    self._channels = shape[1] if len(shape) > 1 else 1
+
+  audio_feature._AudioDecoder.__init__ = init
+  tfds.features.Audio(dtype=np.int16, sample_rate=16000)  # fails loudly if the patch no longer fits
+
+
 def read_tfds(name: str, split: str, data_dir: str | None = None) -> list[RawSample]:
-  """A random-access TFDS source (tfds.data_source); examples are fetched in decode workers."""
-  import tensorflow_datasets as tfds  # optional: only TFDS inputs need it
+  """A prepared TFDS data set (array_record files), random access; examples are fetched in decode
+  workers. NAME is "coco_captions", "librispeech", optionally with "/CONFIG" and ":VERSION".
+
+  The builder comes from the prepared files (dataset_info.json, features.json), not from TFDS's
+  builder code, so nothing is ever downloaded or generated here, and reading needs no TensorFlow
+  (the official coco_captions and librispeech builder classes import it on construction).
+  """
+  try:
+    import tensorflow_datasets as tfds  # optional: only TFDS inputs need it
+  except ImportError:
+    raise ManifestError(f"input tfds:{name}/{split} needs tensorflow_datasets (pip install "
+                        "tensorflow-datasets; TensorFlow itself is not needed)") from None
+  from tensorflow_datasets.core import read_only_builder, registered
 
   family = name.split("/")[0].split(":")[0]
   if family not in TFDS_MAPPINGS:
     raise ManifestError(f"no sample mapping for TFDS data set {name!r}; known: {sorted(TFDS_MAPPINGS)}")
   kind, to_parts = TFDS_MAPPINGS[family]
-  source = tfds.data_source(name, split=split, data_dir=data_dir)
+  _tfds_audio_without_tensorflow(tfds)
+  try:
+    builder = read_only_builder.builder_from_files(name, data_dir=data_dir)
+  except registered.DatasetNotFoundError as e:
+    raise ManifestError(f"TFDS data set {name!r} is not prepared under {data_dir or 'the default data dir'} "
+                        f"(config key tfds_data_dir): {str(e).splitlines()[0]}") from None
+  except ModuleNotFoundError as e:  # e.g. librispeech/lazy_decode: its Audio feature is TF-only
+    raise ManifestError(f"TFDS data set {name!r} cannot be opened without {e.name}: {e}") from None
+  features = builder.info.features
+  decoders = None
+  if family == "coco_captions":
+    decoders = {"image": tfds.decode.SkipDecoding()}
+  elif family == "librispeech":
+    rate = features["speech"].sample_rate or builder.info.metadata.get("sample_rate")
+    if not rate:
+      raise ManifestError(f"TFDS data set {name!r}: the speech feature names no sample rate")
+    to_parts = functools.partial(librispeech_parts, sample_rate=int(rate))
+  try:
+    source = builder.as_data_source(split=split, decoders=decoders)
+  except (NotImplementedError, ValueError) as e:  # not array_record, or no such split
+    raise ManifestError(f"TFDS data set {name!r} split {split!r}: {e}") from None
 
   def fetcher(i: int) -> Callable[[], RawSample]:
     def fetch() -> RawSample:
@@ -211,7 +283,7 @@ def read_tfds(name: str, split: str, data_dir: str | None = None) -> list[RawSam
 
 
 def read_inputs(spec: str, tfds_data_dir: str | None = None) -> list[RawSample]:
-  """Comma-separated inputs: PATH.jsonl, KIND:PATH.jsonl, folder:DIR, tfds:NAME/SPLIT."""
+  """Comma-separated inputs: PATH.jsonl, KIND:PATH.jsonl, folder:DIR, tfds:NAME/SPLIT (tfds:NAME: train)."""
   samples = []
   for item in (s.strip() for s in spec.split(",")):
     if not item:
@@ -220,8 +292,8 @@ def read_inputs(spec: str, tfds_data_dir: str | None = None) -> list[RawSample]:
     if prefix == "folder":
       samples += read_folder(rest)
     elif prefix == "tfds":
-      name, _, split = rest.rpartition("/")
-      samples += read_tfds(name, split or "train", tfds_data_dir or None)
+      name, _, split = rest.rpartition("/") if "/" in rest else (rest, "", "train")
+      samples += read_tfds(name, split, tfds_data_dir or None)
     elif prefix in KINDS:
       samples += read_jsonl(rest, prefix)
     elif os.path.isdir(item):

@@ -7,6 +7,7 @@ Every failure raises MediaError with one line naming the file and the reason; th
 """
 
 import dataclasses
+import io
 import os
 
 import av
@@ -64,34 +65,37 @@ def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
   return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def _where(part: dict) -> str:
+  return part.get("path") or ("<bytes>" if "data" in part else "<array>")
+
+
 def load_image(part: dict, cfg: MediaConfig) -> np.ndarray:
   """-> uint8 [S, S, 3]."""
   try:
     if "array" in part:
       img = Image.fromarray(np.asarray(part["array"], dtype=np.uint8))
-    else:
-      img = Image.open(part["path"])
+    else:  # a file, or its bytes (TFDS images, read undecoded)
+      img = Image.open(io.BytesIO(part["data"]) if "data" in part else part["path"])
       img.load()  # decode now: truncated files fail here, not later
     img = img.convert("RGB")
   except FileNotFoundError:
     raise MediaError(f"image file missing: {part['path']}", "missing file") from None
   except Exception as e:  # Pillow raises several types for corrupt data
-    raise MediaError(f"unreadable image {part.get('path', '<array>')}: {e}", "unreadable image") from None
-  _check_frame_size(*img.size, cfg.image_min_side, cfg.image_max_aspect, "image",
-                    part.get("path", "<array>"))
+    raise MediaError(f"unreadable image {_where(part)}: {e}", "unreadable image") from None
+  _check_frame_size(*img.size, cfg.image_min_side, cfg.image_max_aspect, "image", _where(part))
   return resize_center_crop(img, cfg.image_size)
 
 
 def load_speech(part: dict, cfg: MediaConfig) -> np.ndarray:
   """-> float32 [T] mono at cfg.sample_rate."""
-  path = part.get("path", "<array>")
+  path = _where(part)
   try:
     if "wave" in part:
       x, sr = np.asarray(part["wave"]), int(part["sample_rate"])
       if x.dtype == np.int16:
         x = x.astype(np.float32) / 32768.0
-    else:
-      x, sr = sf.read(path, dtype="float32", always_2d=True)
+    else:  # a file, or its bytes (TFDS audio stored encoded)
+      x, sr = sf.read(io.BytesIO(part["data"]) if "data" in part else path, dtype="float32", always_2d=True)
   except FileNotFoundError:
     raise MediaError(f"audio file missing: {path}", "missing file") from None
   except Exception as e:  # soundfile raises LibsndfileError / RuntimeError for corrupt data

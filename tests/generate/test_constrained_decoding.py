@@ -98,3 +98,18 @@ def test_state_machine_by_hand():
     assert allowed[token], (i, token)
     state = constraints.advance(LAYOUT, state, jnp.asarray([token]))
   assert int(state.mode[0]) == constraints.TEXT
+
+
+def test_stop_after_media_ends_each_row_at_its_closing_tag():
+  model = Transformer(CFG, rngs=nnx.Rngs(3))
+  for opener, closer in ((VOCAB.image_start, VOCAB.image_end), (VOCAB.speech_start, VOCAB.speech_end)):
+    prompt = jnp.asarray([[1, 7, opener]] * ROWS)
+    free, _ = generate(model, prompt, key=jax.random.key(0), max_new_tokens=34, layout=LAYOUT, settings=FREE)
+    out, done = generate(model, prompt, key=jax.random.key(0), max_new_tokens=34, layout=LAYOUT,
+                         settings=FREE, stop_after_media=True)
+    assert np.asarray(done).all()
+    for row, free_row in zip(np.asarray(out).tolist(), np.asarray(free).tolist()):
+      end = row.index(closer)
+      assert row[:end + 1] == free_row[:end + 1]  # the same draws up to the close ...
+      assert row[end:] == [closer] * (len(row) - end)  # ... then the closing tag repeats
+      assert free_row[end + 1:] != row[end + 1:]  # without the flag the row goes on in text
