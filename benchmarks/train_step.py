@@ -1,16 +1,20 @@
 """Train-step throughput (tokens/s) and MFU, against HF transformers + torch AdamW in the same run.
 
   python benchmarks/train_step.py                       # ~40M preset, batch 4 x 512, vs PyTorch (CPU)
-  python benchmarks/train_step.py --preset=1b --batch=8 --seq=2048 --no-torch   # MFU on one GPU
+  python benchmarks/train_step.py --preset=1b --batch=8 --seq=2048 --notorch   # MFU on one GPU
 
 Both sides train the same architecture (Llama, GQA, SwiGLU, untied head) on the same shapes in
 float32 (bfloat16 compute with --dtype=bfloat16 on accelerators). Rounds alternate between the two
-so that machine noise hits both alike; the ratio is of the medians.
+so that machine noise hits both alike; the ratio is of the medians. Each side's process CPU seconds
+per step are printed too: on a loaded machine they move less than wall time. `--threads=1` runs
+both sides on one core (CPU affinity, which both size their thread pools by), which load disturbs
+least.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import sys
 import time
@@ -26,7 +30,9 @@ flags.DEFINE_integer("steps", 5, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds.")
 flags.DEFINE_string("dtype", "float32", "Compute dtype of our model.")
 flags.DEFINE_string("remat", "none", "Remat policy.")
-flags.DEFINE_string("attention", "xla", "Attention implementation.")
+flags.DEFINE_string("attention", None, "Attention implementation (default: the preset's choice).")
+flags.DEFINE_bool("scan_layers", None, "Scan over the layers (default: the preset's choice).")
+flags.DEFINE_integer("threads", 0, "Run both sides on this many cores (0: all the process may use).")
 flags.DEFINE_bool("torch", True, "Also time HF transformers LlamaForCausalLM with torch AdamW.")
 FLAGS = flags.FLAGS
 
@@ -47,7 +53,11 @@ def jax_runner():
   from mio_jax.train.synthetic_batches import SyntheticBatches
 
   mc = get_model(FLAGS.preset)
-  mc.update(dtype=FLAGS.dtype, remat_policy=FLAGS.remat, attention_impl=FLAGS.attention)
+  mc.update(dtype=FLAGS.dtype, remat_policy=FLAGS.remat)
+  if FLAGS.attention is not None:
+    mc.attention_impl = FLAGS.attention
+  if FLAGS.scan_layers is not None:
+    mc.scan_layers = FLAGS.scan_layers
   cfg = ModelConfig.from_config(mc)
   opt = ml_collections.ConfigDict(dict(peak_lr=3e-4, warmup_fraction=0.03, final_lr_fraction=0.1, b1=0.9,
                                        b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
@@ -67,19 +77,17 @@ def jax_runner():
     jax.block_until_ready(m)
   holder = {"state": state}
 
-  def run(n: int) -> float:
-    t = time.perf_counter()
+  def steps(n: int) -> None:
     s = holder["state"]
     with jax.set_mesh(mesh), activation_sharding(mesh, rules):
       for _ in range(n):
         s, m = step(s, batch)
       jax.block_until_ready(m["loss"])
     holder["state"] = s
-    return time.perf_counter() - t
 
   peak = metrics.num_devices_peak(0.0)
   flops_per_token = metrics.train_flops_per_token(cfg, FLAGS.seq)
-  return run, cfg, peak, flops_per_token
+  return steps, cfg, peak, flops_per_token
 
 
 def torch_runner(cfg):
@@ -87,6 +95,8 @@ def torch_runner(cfg):
   from transformers import LlamaConfig, LlamaForCausalLM
 
   torch.manual_seed(0)
+  if FLAGS.threads:
+    torch.set_num_threads(FLAGS.threads)
   hf = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, intermediate_size=cfg.mlp_dim,
                    num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
                    num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.norm_eps,
@@ -104,39 +114,52 @@ def torch_runner(cfg):
 
   one_step()  # warm-up
 
-  def run(n: int) -> float:
-    t = time.perf_counter()
+  def steps(n: int) -> None:
     for _ in range(n):
       one_step()
-    return time.perf_counter() - t
 
-  return run
+  return steps
+
+
+def timed(steps, n: int) -> tuple[float, float]:
+  """(tokens/s, process CPU seconds per step) over n steps."""
+  r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+  steps(n)
+  wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+  cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+  return FLAGS.batch * FLAGS.seq * n / wall, cpu / n
 
 
 def main(argv):
   del argv
+  if FLAGS.threads:  # before jax and torch size their thread pools, which follow the affinity
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:FLAGS.threads])
   import jax
   run_jax, cfg, peak, flops_per_token = jax_runner()
   run_torch = torch_runner(cfg) if FLAGS.torch else None
-  tokens = FLAGS.batch * FLAGS.seq * FLAGS.steps
-  jax_tps, torch_tps = [], []
+  jax_tps, torch_tps, jax_cpu, torch_cpu = [], [], [], []
   for r in range(FLAGS.rounds):
-    jax_tps.append(tokens / run_jax(FLAGS.steps))
-    if run_torch:
-      torch_tps.append(tokens / run_torch(FLAGS.steps))
-    print(f"round {r}: mio_jax {jax_tps[-1]:,.0f} tok/s" +
-          (f"  torch {torch_tps[-1]:,.0f} tok/s" if torch_tps else ""), flush=True)
+    for run, tps, cpu in ((run_jax, jax_tps, jax_cpu), (run_torch, torch_tps, torch_cpu)):
+      if run:
+        tokens_per_s, cpu_s = timed(run, FLAGS.steps)
+        tps.append(tokens_per_s)
+        cpu.append(cpu_s)
+    print(f"round {r}: mio_jax {jax_tps[-1]:,.0f} tok/s ({jax_cpu[-1]:.2f} cpu-s/step)" +
+          (f"  torch {torch_tps[-1]:,.0f} tok/s ({torch_cpu[-1]:.2f} cpu-s/step)" if torch_tps else "") +
+          f"  load {os.getloadavg()[0]:.1f}", flush=True)
   ours = statistics.median(jax_tps)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}  "
         f"preset {FLAGS.preset} ({cfg.num_params() / 1e6:.1f}M params)  batch {FLAGS.batch} x {FLAGS.seq}  "
-        f"dtype {FLAGS.dtype}")
+        f"dtype {FLAGS.dtype}  scan_layers {cfg.scan_layers}  remat {cfg.remat_policy}  "
+        f"attention {cfg.attention_impl}")
   print(f"mio_jax: {ours:,.0f} tokens/s" + (f", MFU {ours * flops_per_token / (peak * 1e12):.1%}" if peak else
                                              ", MFU n/a (no peak FLOP/s known for this device)"))
   if torch_tps:
     import torch
     theirs = statistics.median(torch_tps)
     print(f"torch {torch.__version__} (threads {torch.get_num_threads()}): {theirs:,.0f} tokens/s")
-    print(f"ratio mio_jax / torch: {ours / theirs:.2f}x")
+    print(f"ratio mio_jax / torch: {ours / theirs:.2f}x  (CPU seconds per step, torch / mio_jax: "
+          f"{statistics.median(torch_cpu) / statistics.median(jax_cpu):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,14 @@ PRESETS = {
     # ~1.0B parameters, for single-GPU MFU benchmarks (TinyLlama-like widths, MIO vocabulary).
     "1b": lambda: _model(vocab_size=76294, embed_dim=2048, num_layers=16, num_heads=16,
                          num_kv_heads=4, head_dim=128, mlp_dim=5632),
-    # ~40M parameters, for CPU benchmarks against PyTorch (issue 2's shapes).
+    # ~40M parameters, for CPU benchmarks against PyTorch (issue 2's shapes). Layers unrolled: on
+    # XLA CPU a scan stores each layer's saved activations row-major in the loop's stacked buffers,
+    # so the backward transposes them (and reads them through dynamic slices) for its matmuls;
+    # unrolled, layout assignment picks the layouts the backward wants. Blocked causal attention
+    # skips the masked half of the scores (docs/benchmarks.md, "Train step").
     "40m": lambda: _model(vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
-                          num_kv_heads=2, head_dim=64, mlp_dim=1408),
+                          num_kv_heads=2, head_dim=64, mlp_dim=1408, scan_layers=False,
+                          attention_impl="xla_blocked"),
     # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores.
     "tiny": lambda: _model(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4,
                            num_kv_heads=2, head_dim=16, mlp_dim=192, dtype="float32",

@@ -1,6 +1,8 @@
 """`make demo`: the embedded default, the whole MIO recipe end to end on 2 CPU cores.
 
-  1. tiny random-weight tokenizers in the ported formats (VQGAN, SpeechTokenizer)
+  1. tiny tokenizers in the ported formats: a VQGAN trained on the mini corpus images (committed,
+     data/tokenizers/tiny_vqgan, made by tokenizers_port/vqgan/train_tiny.py) and a random-weight
+     SpeechTokenizer
   2. the mini corpus (data/mini) split into training and held-out samples, each tokenized to shards
      with launch/tokenize.py's job
   3. stages 1 to 4 (`:smoke` configs) on the training shards, on 8 simulated devices, each stage
@@ -34,6 +36,9 @@ flags.DEFINE_integer("steps", 0, "Steps per stage (0: the smoke config's own; st
 # Stage 1 is where captions and transcripts meet their media; 40 smoke steps are too few for the tiny
 # model to tie them (measured: held-out caption margin 0.02 nats at step 40, 0.17 at step 160).
 flags.DEFINE_integer("alignment_steps", 160, "Steps of stage 1 when --steps is 0.")
+flags.DEFINE_enum("image_tokenizer", "trained", ["trained", "random"],
+                  "trained: the tiny VQGAN fitted to the mini corpus images (data/tokenizers/tiny_vqgan); "
+                  "random: a random-weight one (its codes carry little colour, it decodes noise).")
 flags.DEFINE_integer("image_holdout_every", 8, "Hold out every N-th image-text pair.")
 flags.DEFINE_integer("speech_holdout_every", 5, "Hold out every N-th speech-text pair.")
 FLAGS = flags.FLAGS
@@ -71,8 +76,12 @@ def tokenize(root: str, log: list) -> dict:
   from configs.tokenize import get_config
   from mio_jax.tokenize import encoders, job, tiny_tokenizers
 
-  speech_dir, image_dir = timed(log, "tiny tokenizers", tiny_tokenizers.make_tiny_tokenizers,
-                                os.path.join(root, "tokenizers"))
+  tok_dir = os.path.join(root, "tokenizers")
+  start = time.perf_counter()
+  speech_dir = tiny_tokenizers.make_tiny_speechtokenizer(os.path.join(tok_dir, "speechtokenizer"))
+  image_dir = (tiny_tokenizers.trained_tiny_vqgan_dir() if FLAGS.image_tokenizer == "trained"
+               else tiny_tokenizers.make_tiny_vqgan(os.path.join(tok_dir, "vqgan")))
+  log.append(("tiny tokenizers", time.perf_counter() - start))
   train, heldout = split_corpus(root)
   out = {"speech_tokenizer": speech_dir, "image_tokenizer": image_dir}
   pair = None

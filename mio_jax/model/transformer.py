@@ -148,7 +148,7 @@ class Transformer(nnx.Module):
     return self.final_norm(x)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
-    out = jnp.einsum("bte,ev->btv", hidden, self.lm_head[...].astype(hidden.dtype))
+    out = lm_head(hidden, self.lm_head[...].astype(hidden.dtype))
     return constrain(out, ("batch", "length", "act_vocab"))
 
   def __call__(self, ids, segment_ids, positions) -> jax.Array:
@@ -174,7 +174,31 @@ class Transformer(nnx.Module):
     return logits, {"k": k, "v": v, "segment_ids": kv_segment_ids, "index": index + ids.shape[1]}
 
 
+@jax.custom_vjp
+def lm_head(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
+  """hidden [batch, length, embed] @ kernel [embed, vocab]; the backward is autodiff's, reordered."""
+  return jnp.einsum("bte,ev->btv", hidden, kernel)
+
+
+def _lm_head_fwd(hidden, kernel):
+  return lm_head(hidden, kernel), (hidden, kernel)
+
+
+def _lm_head_bwd(residuals, d_logits):
+  hidden, kernel = residuals
+  d_hidden = jnp.einsum("btv,ev->bte", d_logits, kernel)
+  # The kernel gradient as [embed, tokens] @ [tokens, vocab]: XLA CPU then reads the [tokens, vocab]
+  # logits gradient where it lies. Autodiff's operand order made it transpose that (largest) array
+  # first: ~0.3 s of a 40M-preset step on one core (docs/benchmarks.md, "Train step").
+  tokens = hidden.reshape(-1, hidden.shape[-1]).T
+  d_kernel = jnp.einsum("et,tv->ev", tokens, d_logits.reshape(-1, d_logits.shape[-1]))
+  return d_hidden, d_kernel.astype(kernel.dtype)
+
+
+lm_head.defvjp(_lm_head_fwd, _lm_head_bwd)
+
+
 def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:
-  """Block i of the stacked blocks, for the unscanned (debugging) path."""
+  """Block i of the stacked blocks, for the unrolled path (scan_layers=False)."""
   graphdef, state = nnx.split(blocks)
   return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))

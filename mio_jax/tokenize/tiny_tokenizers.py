@@ -62,6 +62,18 @@ def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
   return out_dir
 
 
+def trained_tiny_vqgan_dir() -> str:
+  """The committed tiny VQGAN (ch=8) trained on the mini corpus images: codes follow colour and
+  decode to blocky look-alikes. Made by `python -m tokenizers_port.vqgan.train_tiny`."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  path = os.path.join(root, "data", "tokenizers", "tiny_vqgan")
+  for name in ("config.json", "params.safetensors"):
+    if not os.path.exists(os.path.join(path, name)):
+      raise FileNotFoundError(f"{os.path.join(path, name)} is missing: rebuild it with "
+                              f"`python -m tokenizers_port.vqgan.train_tiny --out {path}`")
+  return path
+
+
 def make_tiny_tokenizers(out_dir: str, seed: int = 0) -> tuple[str, str]:
   """-> (speech tokenizer dir, image tokenizer dir)."""
   return (make_tiny_speechtokenizer(os.path.join(out_dir, "speechtokenizer"), seed),

@@ -121,3 +121,33 @@ def test_cli_beam_search_equals_library(run_dir, tmp_path):
                         stop_ids=tuple(sorted(set(stops))), layout=Layout.from_vocab(vocab, 256))
   np.testing.assert_array_equal(result["ids"], np.asarray(best))
   assert all(i < vocab.text_size for i in result["ids"])  # text only
+
+
+def test_cli_decodes_generated_blocks_to_png_and_wav(run_dir, tmp_path):
+  import soundfile as sf
+  from PIL import Image
+
+  from mio_jax.tokenize.tiny_tokenizers import make_tiny_tokenizers
+  from tokenizers_port import vqgan
+  from tokenizers_port.speechtokenizer.load import load as load_speech
+
+  workdir, _, _ = run_dir
+  speech_dir, image_dir = make_tiny_tokenizers(str(tmp_path / "tok"))
+  prefix = str(tmp_path / "g")
+  common = ["--checkpoint", workdir, "--out_prefix", prefix, "--image_tokenizer", image_dir,
+            "--speech_tokenizer", speech_dir, "--stop_after_media"]
+  result = cli.run(cli.parse_args(common + ["--prompt", "the cat <image>", "--image_tokens", "4",
+                                            "--max_new_tokens", "12"]))
+  assert result["files"] == [prefix + "_image0.npy", prefix + "_image0.png"]
+  codes = np.load(prefix + "_image0.npy")
+  expected = np.asarray(vqgan.load(image_dir).decode(codes.reshape(1, -1), grid=codes.shape))[0]
+  np.testing.assert_array_equal(np.asarray(Image.open(prefix + "_image0.png")), expected)
+
+  cli.run(cli.parse_args(common + ["--prompt", "hello <spch>", "--max_speech_frames", "3",
+                                   "--max_new_tokens", "14"]))
+  codes = np.load(prefix + "_speech0.npy")
+  wave, rate = sf.read(prefix + "_speech0.wav", dtype="float32")
+  expected = load_speech(speech_dir).decode(codes[:, None, :])[0]
+  expected = expected / max(1.0, float(np.abs(expected).max()))
+  assert rate == 16000 and len(wave) == codes.shape[1] * 320
+  np.testing.assert_allclose(wave, expected, atol=1 / 32767 + 1e-6)  # 16-bit PCM rounding
