@@ -225,8 +225,11 @@ def main(argv):
   print(f"  {'total':<38} {sum(s for _, s in log):6.0f}s")
   stages = []
   for stage, name, result in results:
-    losses = [result.losses[s] for s in sorted(result.losses)]
+    # From metrics.jsonl, not result.losses: a rerun in the same workdir resumes each finished stage
+    # at its last step and runs none.
     rows = [json.loads(line) for line in open(os.path.join(result.workdir, "metrics.jsonl"))]
+    by_step = {row["step"]: row["loss"] for row in rows}
+    losses = [by_step[s] for s in sorted(by_step)]
     stages.append({"stage": stage, "name": name, "first_loss": losses[0], "last_loss": losses[-1],
                    "steps": len(losses), "tokens_per_second": rows[-1]["tokens_per_second"],
                    "workdir": result.workdir})
