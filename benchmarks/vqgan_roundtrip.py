@@ -1,13 +1,14 @@
 """decode(encode(x)) smoke images for both VQGAN families, and the few-dozen-photo agreement run.
 
-  python benchmarks/vqgan_roundtrip.py [--out docs/images] [--agreement]
+  python benchmarks/vqgan_roundtrip.py [--out docs/images] [--agreement] [--photos N]
 
 No released weights can be fetched here, so each family is the official config random-initialised
 (codebook drawn from real encoder outputs) and the picture shows, per photo: the input, the
 PyTorch reference's decode(encode(x)), ours, and 16x the absolute difference of the two. With
 random weights the reconstructions are not the photo; the point is that both columns agree.
 --agreement also encodes every bundled photograph not used for the codebook at 256 px and prints
-code agreement with the reference plus the largest latent and decoder differences.
+code agreement with the reference plus the largest latent and decoder differences, and each side's
+latent error against a float64 run of the reference, one photo per call and all in one call.
 """
 
 import argparse
@@ -74,6 +75,27 @@ def run(flavor, photos, calib, a):
       dd = np.abs(np.asarray(tok.decode_float(want_codes[:k])) - dec.numpy()).max()
     print(f"{flavor}: max |latent diff| {dz:.2e} over {len(test)} photos, "
           f"max |decoder diff| {dd:.2e} over {k}")
+    print(f"{flavor}: latent error against a float64 run of the reference, " + float64_errors(model, tok, x))
+
+
+def float64_errors(model, tok, x) -> str:
+  """Both sides' float32 latents, one photo per call and all in one call, against float64."""
+  import copy
+  m64 = copy.deepcopy(model).double()
+  with torch.no_grad():
+    truth = np.concatenate([ref.latents(m64, x[i:i + 1].double()).permute(0, 2, 3, 1).numpy()
+                            for i in range(len(x))])
+    torch_one = np.concatenate([ref.latents(model, x[i:i + 1]).permute(0, 2, 3, 1).numpy()
+                                for i in range(len(x))])
+    torch_all = ref.latents(model, x).permute(0, 2, 3, 1).numpy()
+  xs = x.permute(0, 2, 3, 1).numpy()
+  with jax.default_matmul_precision("highest"):
+    ours_one = np.concatenate([np.asarray(tok.encode_latents(xs[i:i + 1])) for i in range(len(x))])
+    ours_all = np.asarray(tok.encode_latents(xs))
+  err = {name: np.abs(z - truth).max() for name, z in
+         (("ours, one per call", ours_one), ("ours, one call", ours_all),
+          ("torch float32, one per call", torch_one), ("torch float32, one call", torch_all))}
+  return "; ".join(f"{name} {e:.1e}" for name, e in err.items())
 
 
 def main():
@@ -82,11 +104,14 @@ def main():
   p.add_argument("--flavors", default="taming,llamagen")
   p.add_argument("--show", type=int, default=3, help="photos in the picture")
   p.add_argument("--agreement", action="store_true")
+  p.add_argument("--photos", type=int, default=0, help="score only the first N test photos (0: all)")
   p.add_argument("--conv-impl", default="direct", choices=("direct", "winograd"))
   a = p.parse_args()
   photos = ref.photographs(256)
   calib = photos[1::3]  # Codebook source; never scored.
   test = np.delete(photos, np.arange(1, len(photos), 3), axis=0)
+  if a.photos:
+    test = test[:a.photos]
   for flavor in a.flavors.split(","):
     run(flavor, test, calib, a)
 
