@@ -43,9 +43,6 @@ flags.DEFINE_integer("image_holdout_every", 8, "Hold out every N-th image-text p
 flags.DEFINE_integer("speech_holdout_every", 5, "Hold out every N-th speech-text pair.")
 FLAGS = flags.FLAGS
 
-KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conversation")
-PAIR_KINDS = ("image_text", "speech_text")
-
 
 def timed(log: list, what: str, fn, *args, **kwargs):
   start = time.perf_counter()
@@ -57,15 +54,16 @@ def timed(log: list, what: str, fn, *args, **kwargs):
 
 def split_corpus(root: str) -> tuple[list[str], list[str]]:
   """-> (training manifests, held-out manifests). Held-out media appear in no training manifest."""
-  from configs.tokenize import MINI
+  from configs.tokenize import KINDS, MINI
+  from mio_jax.evaluate.pairing import MEDIA
   from mio_jax.tokenize.holdout import media_paths, split_manifest
 
   sources = {kind: os.path.join(MINI, f"{kind}.jsonl") for kind in KINDS}
-  others = [path for kind, path in sources.items() if kind not in PAIR_KINDS]
+  others = [path for kind, path in sources.items() if kind not in MEDIA]  # MEDIA: the scored pairs
   used = frozenset(media_paths(others))
   every = {"image_text": FLAGS.image_holdout_every, "speech_text": FLAGS.speech_holdout_every}
   train, heldout = list(others), []
-  for kind in PAIR_KINDS:
+  for kind in MEDIA:
     t, h = split_manifest(sources[kind], os.path.join(root, "manifests"), every[kind], used)
     train.append(t)
     heldout.append(h)
@@ -77,11 +75,14 @@ def tokenize(root: str, log: list) -> dict:
   from mio_jax.tokenize import encoders, job, tiny_tokenizers
 
   tok_dir = os.path.join(root, "tokenizers")
-  start = time.perf_counter()
-  speech_dir = tiny_tokenizers.make_tiny_speechtokenizer(os.path.join(tok_dir, "speechtokenizer"))
-  image_dir = (tiny_tokenizers.trained_tiny_vqgan_dir() if FLAGS.image_tokenizer == "trained"
-               else tiny_tokenizers.make_tiny_vqgan(os.path.join(tok_dir, "vqgan")))
-  log.append(("tiny tokenizers", time.perf_counter() - start))
+
+  def make_tokenizers():
+    speech = tiny_tokenizers.make_tiny_speechtokenizer(os.path.join(tok_dir, "speechtokenizer"))
+    image = (tiny_tokenizers.trained_tiny_vqgan_dir() if FLAGS.image_tokenizer == "trained"
+             else tiny_tokenizers.make_tiny_vqgan(os.path.join(tok_dir, "vqgan")))
+    return speech, image
+
+  speech_dir, image_dir = timed(log, "tiny tokenizers", make_tokenizers)
   train, heldout = split_corpus(root)
   out = {"speech_tokenizer": speech_dir, "image_tokenizer": image_dir}
   pair = None
@@ -151,7 +152,7 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
   """The four generation directions from the final checkpoint, media written as PNG and WAV."""
   import numpy as np
 
-  from mio_jax.data.templates import TEMPLATES
+  from mio_jax.data.templates import TEMPLATES, media_and_text
   from mio_jax.generate.complete import complete
   from mio_jax.generate.load import load_model
   from mio_jax.generate.media_files import MediaWriter
@@ -161,10 +162,9 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
   writer = MediaWriter(tokens["image_tokenizer"], tokens["speech_tokenizer"])
   image = next(s for s in samples if s.kind == "image_text")
   speech = next(s for s in samples if s.kind == "speech_text")
-  caption = next(p["text"] for p in image.parts if p["type"] == "text")
-  transcript = next(p["text"] for p in speech.parts if p["type"] == "text")
-  image_codes = next(p["codes"] for p in image.parts if p["type"] == "image")
-  speech_codes = next(p["codes"] for p in speech.parts if p["type"] == "speech")
+  image_part, caption = media_and_text(image, "image", image.source)
+  speech_part, transcript = media_and_text(speech, "speech", speech.source)
+  image_codes, speech_codes = image_part["codes"], speech_part["codes"]
   grid = int(image_codes.size)
   frames = int(speech_codes.shape[1])
   os.makedirs(out_dir, exist_ok=True)

@@ -89,7 +89,8 @@ class _Builder:
     return np.concatenate(self.ids), np.concatenate(self.weights)
 
 
-def _pair(sample: Sample, media_type: str, where: str) -> tuple[dict, str]:
+def media_and_text(sample: Sample, media_type: str, where: str = "sample") -> tuple[dict, str]:
+  """A pair sample's one media part and its text parts joined by spaces."""
   media = [p for p in sample.parts if p["type"] == media_type]
   texts = [p["text"] for p in sample.parts if p["type"] == "text"]
   if len(media) != 1 or not texts:
@@ -109,15 +110,15 @@ def build_tokens(sample: Sample, vocab: Vocabulary, rng: np.random.Generator,
     _chatml(b, sample, opts)
   else:
     if kind == "image_text":
-      image, caption = _pair(sample, "image", where)
+      image, caption = media_and_text(sample, "image", where)
       name = "image_generation" if rng.random() < opts.image_generation_prob else "image_caption"
       b.render(TEMPLATES[name], image, 1.0, caption=caption)
     elif kind == "video_text":
-      video, text = _pair(sample, "video", where)
+      video, text = media_and_text(sample, "video", where)
       name = "video_generation" if rng.random() < opts.video_generation_prob else "video_caption"
       b.render(TEMPLATES[name], video, 1.0, description=text)
     elif kind == "speech_text":
-      speech, text = _pair(sample, "speech", where)
+      speech, text = media_and_text(sample, "speech", where)
       if rng.random() < opts.speech_generation_prob:
         b.render(TEMPLATES["speech_tts"], speech, 1.0, speech_output=True, transcription=text)
       else:

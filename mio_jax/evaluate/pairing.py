@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from mio_jax.data.shards import Sample
-from mio_jax.data.templates import TemplateOptions, build_tokens
+from mio_jax.data.templates import TemplateOptions, build_tokens, media_and_text
 from mio_jax.vocab import Vocabulary
 
 MEDIA = {"image_text": "image", "speech_text": "speech"}
@@ -46,16 +46,16 @@ class PairingResult:
 
 
 def _text_of(sample: Sample) -> str:
-  return " ".join(p["text"] for p in sample.parts if p["type"] == "text")
+  return media_and_text(sample, MEDIA[sample.kind], sample.source)[1]
+
+
+def _media(sample: Sample) -> dict:
+  return media_and_text(sample, MEDIA[sample.kind], sample.source)[0]
 
 
 def _with_media(sample: Sample, media: dict) -> Sample:
   kind = MEDIA[sample.kind]
   return dataclasses.replace(sample, parts=[media if p["type"] == kind else p for p in sample.parts])
-
-
-def _media(sample: Sample) -> dict:
-  return next(p for p in sample.parts if p["type"] == MEDIA[sample.kind])
 
 
 def mismatched_partners(samples: list[Sample]) -> list[int]:

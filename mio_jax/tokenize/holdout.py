@@ -14,46 +14,32 @@ from __future__ import annotations
 import json
 import os
 
-_PATH_KEYS = ("image", "audio", "video")
+from mio_jax.tokenize.manifests import read_jsonl
+
+# Keys whose string value names a media file, at any depth of a row (manifests.py's row layouts).
+_PATH_KEYS = ("image", "audio", "video", "path")
 
 
-def _absolute(row: dict, base: str) -> dict:
-  row = dict(row)
-  for key in _PATH_KEYS:
-    if isinstance(row.get(key), str):
-      row[key] = os.path.join(base, row[key])
-  if isinstance(row.get("parts"), list):
-    row["parts"] = [_absolute(p, base) if isinstance(p, dict) else p for p in row["parts"]]
-  if isinstance(row.get("path"), str):
-    row["path"] = os.path.join(base, row["path"])
-  if isinstance(row.get("messages"), list):
-    row["messages"] = [dict(m, content=[_absolute(p, base) if isinstance(p, dict) else p
-                                        for p in m["content"]])
-                       if isinstance(m, dict) and isinstance(m.get("content"), list) else m
-                       for m in row["messages"]]
-  return row
-
-
-def _paths(value) -> set[str]:
+def _absolute(value, base: str, found: set[str]):
+  """`value` with every media path joined to `base`; the joined paths are added to `found`."""
   if isinstance(value, dict):
-    return {v for k, v in value.items() if k in _PATH_KEYS + ("path",) and isinstance(v, str)} | \
-        set().union(*(_paths(v) for k, v in value.items() if isinstance(v, (dict, list))))
+    out = {}
+    for key, v in value.items():
+      if key in _PATH_KEYS and isinstance(v, str):
+        out[key] = os.path.join(base, v)
+        found.add(out[key])
+      else:
+        out[key] = _absolute(v, base, found)
+    return out
   if isinstance(value, list):
-    return set().union(*(_paths(v) for v in value))
-  return set()
+    return [_absolute(v, base, found) for v in value]
+  return value
 
 
 def media_paths(manifests: list[str]) -> set[str]:
-  """Absolute paths of every media file the manifests' readable rows name."""
-  found = set()
-  for path in manifests:
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          found |= _paths(_absolute(json.loads(line), os.path.dirname(os.path.abspath(path))))
-        except json.JSONDecodeError:
-          continue
-  return found
+  """Absolute paths of every media file the manifests' readable rows name (read as the job reads them)."""
+  return {part["path"] for path in manifests for sample in read_jsonl(path) for part in sample.parts
+          if "path" in part}
 
 
 def split_manifest(path: str, out_dir: str, every: int,
@@ -70,12 +56,13 @@ def split_manifest(path: str, out_dir: str, every: int,
        open(out["heldout"], "w", encoding="utf-8") as heldout:
     eligible = 0
     for line in (line for line in src if line.strip()):
+      media = set()
       try:
-        row = _absolute(json.loads(line), base)
+        row = _absolute(json.loads(line), base, media)
       except json.JSONDecodeError:
         train.write(line.rstrip("\n") + "\n")  # kept as it is: the job quarantines it with its reason
         continue
-      hold = not _paths(row) & used_elsewhere
+      hold = not media & used_elsewhere
       eligible += hold
       (heldout if hold and eligible % every == 0 else train).write(json.dumps(row) + "\n")
   return out["train"], out["heldout"]

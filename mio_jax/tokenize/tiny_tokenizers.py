@@ -46,20 +46,14 @@ def make_tiny_speechtokenizer(out_dir: str, seed: int = 0) -> str:
 
 def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
   from flax import nnx
-  from tokenizers_port.vqgan import config as vqgan_config, params_io
+  from tokenizers_port.vqgan import params_io
   from tokenizers_port.vqgan.model import VQGAN
+  from tokenizers_port.vqgan.train_tiny import tiny_config
 
   # 256 px -> 16x16 grid like taming f16, 8192 codes like MIO's image block; 4 base channels.
-  cfg = vqgan_config.VQGANConfig(flavor="taming", ch=4, encoder_ch_mult=(1, 1, 2, 2, 4),
-                                 decoder_ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1,
-                                 encoder_attn_levels=(), decoder_attn_levels=(), z_channels=8,
-                                 embed_dim=8, n_embed=8192, num_groups=2)
+  cfg = tiny_config(ch=4)
   model = VQGAN(cfg, rngs=nnx.Rngs(seed))  # the port's own random initialisation
-  params = {tuple(p): np.asarray(v.value) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-  os.makedirs(out_dir, exist_ok=True)
-  params_io.save_params(params, out_dir)
-  vqgan_config.save_config(cfg, out_dir)
-  return out_dir
+  return params_io.save_model(model, cfg, out_dir)
 
 
 def trained_tiny_vqgan_dir() -> str:

@@ -8,7 +8,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from tokenizers_port.vqgan.config import VQGANConfig
+from tokenizers_port.vqgan.config import VQGANConfig, save_config
 from tokenizers_port.vqgan.model import VQGAN
 
 PARAMS_FILE = "params.safetensors"
@@ -28,6 +28,15 @@ def save_params(params: dict[tuple, np.ndarray], directory: str) -> str:
   path = os.path.join(directory, PARAMS_FILE)
   save_file({path_name(p): np.asarray(v, np.float32) for p, v in params.items()}, path)
   return path
+
+
+def save_model(model: VQGAN, cfg: VQGANConfig, directory: str) -> str:
+  """A Flax model as a tokenizer folder that `tokenizers_port.vqgan.load` reads: config + weights."""
+  os.makedirs(directory, exist_ok=True)
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  save_params({tuple(p): np.asarray(v[...]) for p, v in flat}, directory)
+  save_config(cfg, directory)
+  return directory
 
 
 def build_model(cfg: VQGANConfig, directory: str, dtype=jax.numpy.float32,

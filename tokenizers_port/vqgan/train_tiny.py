@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def tiny_config(ch: int = 8) -> vqgan_config.VQGANConfig:
-  """make_tiny_vqgan's architecture (ch=4 there): f16, 16x16 codes at 256 px, 8192 of dim 8."""
+  """The tiny VQGAN: f16 (16x16 codes at 256 px), 8192 codes of dim 8; ch=4 random (make_tiny_vqgan)."""
   return vqgan_config.VQGANConfig(
       flavor="taming", ch=ch, encoder_ch_mult=(1, 1, 2, 2, 4), decoder_ch_mult=(1, 1, 2, 2, 4),
       num_res_blocks=1, encoder_attn_levels=(), decoder_attn_levels=(), z_channels=8,
@@ -211,10 +211,7 @@ def save(model: VQGAN, cfg: vqgan_config.VQGANConfig, out_dir: str, images: np.n
              for i in range(0, len(images), 8))
   table = np.asarray(model.quantize.embedding[...])[:active]
   set_codebook(model, table, norm, np.random.default_rng(seed))
-  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-  os.makedirs(out_dir, exist_ok=True)
-  params_io.save_params({tuple(p): np.asarray(v[...]) for p, v in flat}, out_dir)
-  vqgan_config.save_config(cfg, out_dir)
+  params_io.save_model(model, cfg, out_dir)
 
 
 def roundtrip_report(tok_dir: str, images: np.ndarray, png: str | None = None) -> dict:
