@@ -1,8 +1,8 @@
 """`make demo`: the embedded default, the whole MIO recipe end to end on 2 CPU cores.
 
-  1. tiny tokenizers in the ported formats: a VQGAN trained on the mini corpus images (committed,
-     data/tokenizers/tiny_vqgan, made by tokenizers_port/vqgan/train_tiny.py) and a random-weight
-     SpeechTokenizer
+  1. tiny tokenizers in the ported formats, trained on the mini corpus (committed under
+     data/tokenizers/): a VQGAN (tokenizers_port/vqgan/train_tiny.py) and a SpeechTokenizer whose
+     layer-1 codes follow what is said (tokenizers_port/speechtokenizer/train_tiny.py)
   2. the mini corpus (data/mini) split into training and held-out samples, each tokenized to shards
      with launch/tokenize.py's job
   3. stages 1 to 4 (`:smoke` configs) on the training shards, on 8 simulated devices, each stage
@@ -39,6 +39,9 @@ flags.DEFINE_integer("alignment_steps", 160, "Steps of stage 1 when --steps is 0
 flags.DEFINE_enum("image_tokenizer", "trained", ["trained", "random"],
                   "trained: the tiny VQGAN fitted to the mini corpus images (data/tokenizers/tiny_vqgan); "
                   "random: a random-weight one (its codes carry little colour, it decodes noise).")
+flags.DEFINE_enum("speech_tokenizer", "trained", ["trained", "random"],
+                  "trained: the tiny SpeechTokenizer whose layer-1 codes follow what is said "
+                  "(data/tokenizers/tiny_speechtokenizer; its decoder is random); random: random weights.")
 flags.DEFINE_integer("image_holdout_every", 8, "Hold out every N-th image-text pair.")
 flags.DEFINE_integer("speech_holdout_every", 5, "Hold out every N-th speech-text pair.")
 FLAGS = flags.FLAGS
@@ -77,7 +80,8 @@ def tokenize(root: str, log: list) -> dict:
   tok_dir = os.path.join(root, "tokenizers")
 
   def make_tokenizers():
-    speech = tiny_tokenizers.make_tiny_speechtokenizer(os.path.join(tok_dir, "speechtokenizer"))
+    speech = (tiny_tokenizers.trained_tiny_speechtokenizer_dir() if FLAGS.speech_tokenizer == "trained"
+              else tiny_tokenizers.make_tiny_speechtokenizer(os.path.join(tok_dir, "speechtokenizer")))
     image = (tiny_tokenizers.trained_tiny_vqgan_dir() if FLAGS.image_tokenizer == "trained"
              else tiny_tokenizers.make_tiny_vqgan(os.path.join(tok_dir, "vqgan")))
     return speech, image
@@ -191,12 +195,7 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
         stem = os.path.join(out_dir, f"{kind}_from_{'caption' if kind == 'image' else 'text'}")
         np.save(stem + ".npy", codes[0])
         row["codes"] = stem + ".npy"
-        if kind == "image":
-          row["file"] = stem + ".png"
-          writer.write_image(codes[0], row["file"])
-        else:
-          row["file"] = stem + ".wav"
-          row["seconds"] = round(writer.write_speech(codes[0], row["file"]), 2)
+        row.update(writer.write(kind, codes[0], stem))
     print(f"[demo] {what}: {row['output']!r}" + (f" -> {row['file']}" if "file" in row else "")
           + (f" (reference: {reference!r})" if reference else ""), flush=True)
     done.append(row)

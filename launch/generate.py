@@ -88,12 +88,9 @@ def run(args) -> dict:
     np.save(paths[0], codes)
     # A block cut short cannot be decoded: its parts (speech) or grid (image) are incomplete.
     decodable = closed and codes.ndim == 2
-    if decodable and kind == "image" and args.image_tokenizer:
-      paths.append(f"{args.out_prefix}_{kind}{k}.png")
-      writer.write_image(codes, paths[-1])
-    elif decodable and kind == "speech" and args.speech_tokenizer:
-      paths.append(f"{args.out_prefix}_{kind}{k}.wav")
-      writer.write_speech(codes, paths[-1])
+    media = writer.write(kind, codes, f"{args.out_prefix}_{kind}{k}") if decodable else None
+    if media:
+      paths.append(media["file"])
     written += paths
     print(f"wrote {', '.join(paths)}" + ("" if closed else f" (incomplete: {kind} block cut by --max_new_tokens)"))
   return {"ids": ids, "output": out, "files": written}

@@ -3,6 +3,7 @@ SpeechTokenizer decoder (16 kHz mono; the RVQ layers the vocabulary keeps, conte
 
     writer = MediaWriter(image_tokenizer="tok/vqgan", speech_tokenizer="tok/speechtokenizer")
     writer.write_image(codes_hw, "out/cat.png"); writer.write_speech(codes_lf, "out/hello.wav")
+    writer.write("image", codes_hw, "out/cat")  # -> {"file": "out/cat.png"}, by block kind
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ class MediaWriter:
   def _speech(self):
     from tokenizers_port.speechtokenizer.load import load
     return load(self.speech_dir)
+
+  def write(self, kind: str, codes: np.ndarray, stem: str) -> dict | None:
+    """A complete `kind` block ("image" | "speech") -> `stem`.png / .wav, by the decoder of that
+    kind: {"file": path} (plus "seconds" for speech), or None when no tokenizer of that kind."""
+    if kind == "image" and self.image_dir:
+      self.write_image(codes, stem + ".png")
+      return {"file": stem + ".png"}
+    if kind == "speech" and self.speech_dir:
+      return {"file": stem + ".wav", "seconds": round(self.write_speech(codes, stem + ".wav"), 2)}
+    if kind not in ("image", "speech"):
+      raise ValueError(f"{stem}: unknown media kind {kind!r}")
+    return None
 
   def write_image(self, codes: np.ndarray, path: str) -> tuple[int, int]:
     """Image codes ([h, w] grid, or flat and square) -> PNG at `path`; returns (height, width)."""

@@ -56,16 +56,27 @@ def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
   return params_io.save_model(model, cfg, out_dir)
 
 
+def _committed(name: str, module: str) -> str:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  path = os.path.join(root, "data", "tokenizers", name)
+  for f in ("config.json", "params.safetensors"):
+    if not os.path.exists(os.path.join(path, f)):
+      raise FileNotFoundError(f"{os.path.join(path, f)} is missing: rebuild it with "
+                              f"`python -m {module} --out {path}`")
+  return path
+
+
 def trained_tiny_vqgan_dir() -> str:
   """The committed tiny VQGAN (ch=8) trained on the mini corpus images: codes follow colour and
   decode to blocky look-alikes. Made by `python -m tokenizers_port.vqgan.train_tiny`."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  path = os.path.join(root, "data", "tokenizers", "tiny_vqgan")
-  for name in ("config.json", "params.safetensors"):
-    if not os.path.exists(os.path.join(path, name)):
-      raise FileNotFoundError(f"{os.path.join(path, name)} is missing: rebuild it with "
-                              f"`python -m tokenizers_port.vqgan.train_tiny --out {path}`")
-  return path
+  return _committed("tiny_vqgan", "tokenizers_port.vqgan.train_tiny")
+
+
+def trained_tiny_speechtokenizer_dir() -> str:
+  """The committed tiny SpeechTokenizer whose layer-1 codes follow what is said (encoder distilled
+  from MFCCs on the mini corpus speech; decoder random). Made by
+  `python -m tokenizers_port.speechtokenizer.train_tiny`."""
+  return _committed("tiny_speechtokenizer", "tokenizers_port.speechtokenizer.train_tiny")
 
 
 def make_tiny_tokenizers(out_dir: str, seed: int = 0) -> tuple[str, str]:

@@ -15,6 +15,8 @@ import types
 
 import numpy as np
 
+from tokenizers_port.kmeans import kmeans, nearest
+
 # The model keys of the released speechtokenizer_hubert_avg config.json (spt_base_cfg.json).
 OFFICIAL_CONFIG = {
     "n_filters": 64,
@@ -142,32 +144,12 @@ def calibrate_codebooks(model, waves: list[np.ndarray], iters: int = 4, noise: f
     residual = torch.cat(feats, 0).double().numpy()  # [N, D]
     for layer in model.quantizer.vq.layers:
       book = layer._codebook
-      codes = _kmeans(residual, book.embed.shape[0], iters, rng)
+      codes = kmeans(residual, book.embed.shape[0], iters, rng)
       codes += noise * residual.std(0, keepdims=True) * rng.standard_normal(codes.shape)
       book.embed.copy_(torch.from_numpy(codes).float())
       book.embed_avg.copy_(book.embed)
       embed = book.embed.double().numpy()
-      residual = residual - embed[_nearest(residual, embed)]
-
-
-def _nearest(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-  return ((codes ** 2).sum(1)[None] - 2 * x @ codes.T).argmin(1)
-
-
-def _kmeans(x: np.ndarray, k: int, iters: int, rng) -> np.ndarray:
-  n = x.shape[0]
-  if n <= k:  # too few vectors for k-means: noisy copies, far enough apart not to tie
-    picks = np.concatenate([np.arange(n), rng.integers(0, n, size=k - n)])
-    return x[picks] + 0.3 * x.std(0, keepdims=True) * rng.standard_normal((k, x.shape[1]))
-  codes = x[rng.choice(n, size=k, replace=False)].copy()  # Forgy init, then Lloyd steps
-  for _ in range(iters):
-    idx = _nearest(x, codes)
-    counts = np.bincount(idx, minlength=k)
-    sums = np.zeros_like(codes)
-    np.add.at(sums, idx, x)
-    filled = counts > 0
-    codes[filled] = sums[filled] / counts[filled, None]
-  return codes
+      residual = residual - embed[nearest(residual, embed)]
 
 
 def save_released_layout(model, config: dict, out_dir: str) -> tuple[str, str]:

@@ -1,0 +1,211 @@
+"""Train the tiny SpeechTokenizer on the mini corpus speech, for `make demo`.
+
+  python -m tokenizers_port.speechtokenizer.train_tiny --out data/tokenizers/tiny_speechtokenizer
+
+The random tiny SpeechTokenizer (mio_jax/tokenize/tiny_tokenizers.py) hashes waveform shape: the
+same word spoken twice gets unrelated codes, so a model cannot learn what speech says. The
+released SpeechTokenizer makes RVQ layer 1 carry content by distilling HuBERT into it. HuBERT
+cannot be had here, so the stand-in teacher is per-clip normalised MFCCs (spectral envelope, which
+is what tells phones apart): the encoder (SEANet + BiLSTM, the port's own modules) is trained to
+predict them through a linear head that is then dropped, and each RVQ layer's codebook is k-means
+on the encoder's features (layer 1) or on what the layers before it leave (layers 2-8). Only
+`active` rows of a codebook are fitted; the other rows repeat them, so the nearest-code search
+(first index on ties) never returns them and decoding any code stays finite. Training sees no
+transcripts. The decoder keeps random weights: its WAVs are not speech (training a vocoder is
+beyond a CPU demo).
+"""
+
+import argparse
+import glob
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import soundfile as sf
+from flax import nnx
+
+from tokenizers_port.kmeans import kmeans, nearest
+from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
+from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, _flat_state, build_model,
+                                                  expected_shapes, save)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+N_COEF = 14  # MFCC c0..c13
+
+
+def tiny_config(n_filters: int = 4) -> SpeechTokenizerConfig:
+  """Release interfaces (hop 320, 8 layers of 1024 codes), few filters, one LSTM layer."""
+  return SpeechTokenizerConfig(n_filters=n_filters, dimension=32, semantic_dimension=32,
+                               lstm_layers=1)
+
+
+def load_clips(speech_dir: str) -> tuple[list[str], list[np.ndarray]]:
+  """Every WAV in speech_dir, sorted -> (names relative to its parent, float32 mono clips)."""
+  files = sorted(glob.glob(os.path.join(speech_dir, "*.wav")))
+  rel = [os.path.relpath(f, os.path.dirname(speech_dir)) for f in files]
+  return rel, [sf.read(f, dtype="float32")[0] for f in files]
+
+
+def _mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 50.0, fmax: float = 7600.0):
+  mel = np.linspace(*(2595 * np.log10(1 + np.array([fmin, fmax]) / 700)), n_mels + 2)
+  hz = 700 * (10 ** (mel / 2595) - 1)
+  bins = np.fft.rfftfreq(n_fft, 1 / sr)
+  lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+  return np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0, None)
+
+
+def mfcc_targets(wave: np.ndarray, hop: int = 320, sr: int = 16000, win: int = 640,
+                 n_fft: int = 1024, n_mels: int = 40) -> np.ndarray:
+  """[ceil(T / hop), N_COEF] MFCCs, one per encoder frame (window centred on the frame's hop),
+  each coefficient standardised over the clip (removes channel and some speaker colouring)."""
+  n = -(-len(wave) // hop)
+  padded = np.pad(wave.astype(np.float64), (win // 2 - hop // 2, n * hop + win))
+  frames = padded[np.arange(n)[:, None] * hop + np.arange(win)[None]] * np.hanning(win)
+  power = np.abs(np.fft.rfft(frames, n_fft)) ** 2
+  mel = power @ _mel_filters(sr, n_fft, n_mels).T
+  logmel = np.log(mel + 1e-6 * mel.max() + 1e-12)
+  k = np.arange(n_mels)
+  dct = np.cos(np.pi / n_mels * (k[None] + 0.5) * np.arange(N_COEF)[:, None])  # DCT-II rows
+  c = logmel @ dct.T
+  return ((c - c.mean(0)) / (c.std(0) + 1e-5)).astype(np.float32)
+
+
+def init_params(cfg: SpeechTokenizerConfig, seed: int) -> dict[str, np.ndarray]:
+  """Fan-in scaled normal kernels, zero biases (the decoder keeps these)."""
+  rng = np.random.default_rng(seed)
+  shapes = expected_shapes(cfg)
+  return {name: (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+          if len(shape) >= 2 else np.zeros(shape, np.float32)
+          for name, shape in sorted(shapes.items())}
+
+
+class Distiller(nnx.Module):
+  """The tokenizer's encoder plus a linear head onto the teacher's features (dropped after)."""
+
+  def __init__(self, encoder, dim: int, seed: int):
+    self.encoder = encoder
+    self.head = nnx.Linear(dim, N_COEF, rngs=nnx.Rngs(seed))
+
+  def __call__(self, waves):
+    return self.head(self.encoder(waves[:, :, None]))
+
+
+@nnx.jit
+def _train_step(student, opt, waves, targets):
+  def loss_fn(s):
+    return jnp.mean(jnp.square(s(waves) - targets))
+  loss, grads = nnx.value_and_grad(loss_fn)(student)
+  opt.update(student, grads)
+  return loss
+
+
+def distill(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_frames: int,
+            lr: float, seed: int, log=print) -> float:
+  """Trains model.encoder on frame-aligned random crops; returns the last steps' mean loss."""
+  hop = model.cfg.hop_length
+  rng = np.random.default_rng(seed)
+  targets = [mfcc_targets(c, hop, model.cfg.sample_rate) for c in clips]
+  usable = [i for i, t in enumerate(targets) if len(t) > crop_frames]
+  student = Distiller(model.encoder, model.cfg.dimension, seed)
+  sched = optax.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps, lr * 0.05)
+  opt = nnx.Optimizer(student, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
+                      wrt=nnx.Param)
+  losses, t0 = [], time.time()
+  for step in range(steps):
+    picks = rng.choice(usable, batch)
+    starts = [int(rng.integers(0, len(targets[i]) - crop_frames)) for i in picks]
+    waves = np.stack([clips[i][s * hop:(s + crop_frames) * hop] for i, s in zip(picks, starts)])
+    tgt = np.stack([targets[i][s:s + crop_frames] for i, s in zip(picks, starts)])
+    losses.append(float(_train_step(student, opt, jnp.asarray(waves), jnp.asarray(tgt))))
+    if step % 50 == 0 or step == steps - 1:
+      log(f"step {step:4d}  mfcc mse {losses[-1]:.4f}  {time.time() - t0:6.1f}s")
+  return float(np.mean(losses[-20:]))
+
+
+def fit_codebooks(model, feats: np.ndarray, active: tuple[int, ...], seed: int,
+                  iters: int = 30) -> None:
+  """Layer q's codebook <- k-means (active[q] rows, float64) on the residual the layers before it
+  leave of `feats` [N, D]; its other rows repeat the fitted ones (never nearest, decodable)."""
+  rng = np.random.default_rng(seed)
+  books = np.array(model.quantizer.codebooks[...])
+  residual = feats.astype(np.float64)
+  for q in range(books.shape[0]):
+    centres = kmeans(residual, active[min(q, len(active) - 1)], iters, rng)
+    residual = residual - centres[nearest(residual, centres)]
+    books[q] = np.resize(centres, books[q].shape)
+  model.quantizer.codebooks[...] = jnp.asarray(books, jnp.float32)
+
+
+def _edit_distance(a: np.ndarray, b: np.ndarray) -> int:
+  row = np.arange(len(b) + 1)
+  for i, x in enumerate(a, 1):
+    prev, row = row, np.empty_like(row)
+    row[0] = i
+    sub = prev[:-1] + (b != x)
+    for j in range(1, len(b) + 1):  # row[j] depends on row[j-1]: a short Python loop
+      row[j] = min(sub[j - 1], prev[j] + 1, row[j - 1] + 1)
+  return int(row[-1])
+
+
+def nearest_transcript_accuracy(codes: list[np.ndarray], texts: list[str], every: int = 5) -> float:
+  """Every `every`-th clip (as the demo holds them out) takes the transcript of the other clip
+  whose layer-1 code sequence (repeats merged) is nearest in edit distance: the fraction right.
+  Codes that carry what was said score well above chance; waveform hashes do not."""
+  seqs = [c[np.r_[True, c[1:] != c[:-1]]] for c in codes]
+  test = [i for i in range(len(seqs)) if i % every == every - 1]
+  train = [i for i in range(len(seqs)) if i % every != every - 1]
+  hits = 0
+  for i in test:
+    j = min(train, key=lambda t: _edit_distance(seqs[i], seqs[t]) / max(len(seqs[i]), len(seqs[t])))
+    hits += texts[j] == texts[i]
+  return hits / len(test)
+
+
+def transcripts(manifest: str) -> dict[str, str]:
+  with open(manifest) as f:
+    return {r["audio"]: r["transcript"] for r in map(json.loads, f)}
+
+
+def train(clips: list[np.ndarray], *, steps: int = 400, batch: int = 16, crop_frames: int = 36,
+          lr: float = 3e-3, active: tuple[int, ...] = (64, 16), n_filters: int = 4, seed: int = 0, log=print):
+  """-> the trained model (encoder distilled, codebooks fitted, decoder random)."""
+  cfg = tiny_config(n_filters)
+  model = build_model(cfg, init_params(cfg, seed), "init")
+  loss = distill(model, clips, steps=steps, batch=batch, crop_frames=crop_frames, lr=lr,
+                 seed=seed, log=log)
+  log(f"distilled: mfcc mse {loss:.3f} (1.0 = predicting the clip mean)")
+  feats = SpeechTokenizer(model).features(clips)
+  frames = -(-np.array([len(c) for c in clips]) // cfg.hop_length)
+  fit_codebooks(model, np.concatenate([f[:n] for f, n in zip(feats, frames)]), active, seed)
+  return model
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", default=os.path.join(ROOT, "data", "tokenizers", "tiny_speechtokenizer"))
+  p.add_argument("--speech", default=os.path.join(ROOT, "data", "mini", "speech"))
+  p.add_argument("--steps", type=int, default=400)
+  p.add_argument("--active", default="64,16", help="fitted codes of layer 1, of layers 2-8")
+  p.add_argument("--n_filters", type=int, default=4)
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args(argv)
+  t0 = time.time()
+  names, clips = load_clips(args.speech)
+  active = tuple(int(a) for a in args.active.split(","))
+  model = train(clips, steps=args.steps, active=active, n_filters=args.n_filters, seed=args.seed)
+  save(args.out, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
+  print(f"trained in {time.time() - t0:.0f}s -> {args.out}")
+  texts = transcripts(os.path.join(os.path.dirname(args.speech), "speech_text.jsonl"))
+  codes = SpeechTokenizer(model).encode(clips, n_q=1)[0]
+  seqs = [c[c >= 0] for c in codes]
+  acc = nearest_transcript_accuracy(seqs, [texts[n] for n in names])
+  print(f"held-out nearest-transcript accuracy (every 5th clip, layer-1 codes): {acc:.2f}; "
+        f"layer-1 codes used: {len(np.unique(np.concatenate(seqs)))}")
+
+
+if __name__ == "__main__":
+  main()
