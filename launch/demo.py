@@ -41,7 +41,7 @@ flags.DEFINE_enum("image_tokenizer", "trained", ["trained", "random"],
                   "random: a random-weight one (its codes carry little colour, it decodes noise).")
 flags.DEFINE_enum("speech_tokenizer", "trained", ["trained", "random"],
                   "trained: the tiny SpeechTokenizer whose layer-1 codes follow what is said "
-                  "(data/tokenizers/tiny_speechtokenizer; its decoder is random); random: random weights.")
+                  "(data/tokenizers/tiny_speechtokenizer); random: random weights (codes hash the waveform).")
 flags.DEFINE_integer("image_holdout_every", 8, "Hold out every N-th image-text pair.")
 flags.DEFINE_integer("speech_holdout_every", 5, "Hold out every N-th speech-text pair.")
 FLAGS = flags.FLAGS

@@ -1,5 +1,6 @@
 """The committed tiny SpeechTokenizer (tokenizers_port/speechtokenizer/train_tiny.py): its layer-1
-codes follow what is said, unlike the random-weight tiny SpeechTokenizer's."""
+codes follow what is said, unlike the random-weight tiny SpeechTokenizer's, and its decoder puts
+back what the encoder reads."""
 
 import json
 import os
@@ -37,6 +38,28 @@ def test_codes_tell_held_out_transcripts_apart(corpus, tmp_path):
       _layer1(tiny_tokenizers.make_tiny_speechtokenizer(str(tmp_path / "random")), clips), texts)
   assert trained >= 0.25, trained
   assert random <= 0.1, random
+
+
+def test_decoder_puts_back_what_the_encoder_reads(corpus, tmp_path):
+  """decode(first 4 layers) then re-encode keeps many layer-1 codes; with the same encoder and
+  codebooks but a random-weight decoder (fan-in scaled, as before training), almost none."""
+  from safetensors.numpy import load_file, save_file
+  clips = corpus[0][::4]
+  path = tiny_tokenizers.trained_tiny_speechtokenizer_dir()
+  trained = train_tiny.roundtrip_agreement(load(path), clips)
+  params = load_file(os.path.join(path, "params.safetensors"))
+  noise = np.random.default_rng(0)
+  for name, value in params.items():
+    if name.startswith("decoder/") and value.ndim >= 2:
+      params[name] = (noise.standard_normal(value.shape) / np.sqrt(np.prod(value.shape[:-1]))
+                      ).astype(np.float32)
+  os.makedirs(tmp_path / "random_decoder")
+  save_file(params, str(tmp_path / "random_decoder" / "params.safetensors"))
+  with open(os.path.join(path, "config.json")) as f, \
+       open(tmp_path / "random_decoder" / "config.json", "w") as g:
+    g.write(f.read())
+  random = train_tiny.roundtrip_agreement(load(str(tmp_path / "random_decoder")), clips)
+  assert trained >= 0.25 and random <= 0.1, (trained, random)
 
 
 def test_unfitted_codebook_rows_are_never_chosen_and_decode(corpus):

@@ -10,9 +10,10 @@ is what tells phones apart): the encoder (SEANet + BiLSTM, the port's own module
 predict them through a linear head that is then dropped, and each RVQ layer's codebook is k-means
 on the encoder's features (layer 1) or on what the layers before it leave (layers 2-8). Only
 `active` rows of a codebook are fitted; the other rows repeat them, so the nearest-code search
-(first index on ties) never returns them and decoding any code stays finite. Training sees no
-transcripts. The decoder keeps random weights: its WAVs are not speech (training a vocoder is
-beyond a CPU demo).
+(first index on ties) never returns them and decoding any code stays finite. Last, the decoder
+learns to turn the first 4 layers' code vectors (what MIO's vocabulary keeps) back into the
+waveform under a multi-resolution STFT loss: it puts back the spectral envelope (a whisper-like
+sound; a tiny decoder in 2 CPU minutes makes no pitch). Training sees no transcripts.
 """
 
 import argparse
@@ -21,7 +22,6 @@ import json
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -140,6 +140,69 @@ def fit_codebooks(model, feats: np.ndarray, active: tuple[int, ...], seed: int,
   model.quantizer.codebooks[...] = jnp.asarray(books, jnp.float32)
 
 
+DECODE_LAYERS = 4  # the RVQ layers MIO's vocabulary keeps (content + 3), all the decoder sees
+
+
+def _stft_magnitude(x, n_fft: int):
+  hop = n_fft // 4
+  idx = jnp.arange((x.shape[-1] - n_fft) // hop + 1)[:, None] * hop + jnp.arange(n_fft)[None]
+  return jnp.abs(jnp.fft.rfft(x[:, idx] * jnp.hanning(n_fft), axis=-1))
+
+
+def spectral_loss(y, x, sizes=(256, 512, 1024)):
+  """Multi-resolution STFT loss (spectral convergence + log-magnitude L1; Yamamoto et al. 2020)."""
+  total = 0.0
+  for n in sizes:
+    ym, xm = _stft_magnitude(y, n), _stft_magnitude(x, n)
+    total += jnp.linalg.norm(ym - xm) / (jnp.linalg.norm(xm) + 1e-7)
+    total += jnp.mean(jnp.abs(jnp.log(ym + 1e-5) - jnp.log(xm + 1e-5)))
+  return total / len(sizes)
+
+
+class _Vocoder(nnx.Module):
+  def __init__(self, decoder):
+    self.decoder = decoder
+
+
+@nnx.jit
+def _decoder_step(vocoder, opt, latents, waves):
+  def loss_fn(v):
+    return spectral_loss(v.decoder(latents)[:, :, 0], waves)
+  loss, grads = nnx.value_and_grad(loss_fn)(vocoder)
+  opt.update(vocoder, grads)
+  return loss
+
+
+def train_decoder(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_frames: int,
+                  lr: float, seed: int, log=print) -> float:
+  """Trains model.decoder to turn the first DECODE_LAYERS layers' code vectors (frame-aligned
+  crops) back into the waveform under a spectral loss; returns the last steps' mean loss."""
+  hop = model.cfg.hop_length
+  rng = np.random.default_rng(seed + 1)
+  tok = SpeechTokenizer(model)
+  codes = tok.encode(clips, n_q=DECODE_LAYERS)
+  frames = -(-np.array([len(c) for c in clips]) // hop)
+  books = np.asarray(model.quantizer.codebooks[...])[:DECODE_LAYERS]
+  latents = [books[np.arange(DECODE_LAYERS)[:, None], codes[:, i, :n]].sum(0)
+             for i, n in enumerate(frames)]
+  usable = [i for i, n in enumerate(frames) if n > crop_frames]
+  vocoder = _Vocoder(model.decoder)
+  sched = optax.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps, lr * 0.05)
+  opt = nnx.Optimizer(vocoder, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
+                      wrt=nnx.Param)
+  losses, t0 = [], time.time()
+  for step in range(steps):
+    picks = rng.choice(usable, batch)
+    starts = [int(rng.integers(0, frames[i] - crop_frames)) for i in picks]
+    lat = np.stack([latents[i][s:s + crop_frames] for i, s in zip(picks, starts)])
+    wav = np.stack([np.pad(clips[i], (0, hop))[s * hop:(s + crop_frames) * hop]
+                    for i, s in zip(picks, starts)])
+    losses.append(float(_decoder_step(vocoder, opt, jnp.asarray(lat), jnp.asarray(wav))))
+    if step % 100 == 0 or step == steps - 1:
+      log(f"decoder step {step:4d}  spectral loss {losses[-1]:.3f}  {time.time() - t0:6.1f}s")
+  return float(np.mean(losses[-20:]))
+
+
 def _edit_distance(a: np.ndarray, b: np.ndarray) -> int:
   row = np.arange(len(b) + 1)
   for i, x in enumerate(a, 1):
@@ -165,14 +228,41 @@ def nearest_transcript_accuracy(codes: list[np.ndarray], texts: list[str], every
   return hits / len(test)
 
 
+def spectrogram_png(tok, clips: list[np.ndarray], path: str) -> None:
+  """Log-magnitude spectrograms (0-8 kHz, 60 dB), originals left, decode(encode(x)) right."""
+  from PIL import Image
+  recon = tok.decode(tok.encode(clips, n_q=DECODE_LAYERS))
+
+  def spec(x, n=512, hop=128):
+    idx = np.arange((len(x) - n) // hop + 1)[:, None] * hop + np.arange(n)[None]
+    db = 20 * np.log10(np.abs(np.fft.rfft(x[idx] * np.hanning(n))) + 1e-6).T[::-1]
+    return (np.clip((db - db.max() + 60) / 60, 0, 1) * 255).astype(np.uint8)
+
+  rows = [np.concatenate([spec(x), np.full((257, 4), 255, np.uint8), spec(y[:len(x)])], axis=1)
+          for x, y in zip(clips, recon)]
+  width = max(r.shape[1] for r in rows)
+  Image.fromarray(np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]))) for r in rows])
+                  ).save(path, optimize=True)
+
+
 def transcripts(manifest: str) -> dict[str, str]:
   with open(manifest) as f:
     return {r["audio"]: r["transcript"] for r in map(json.loads, f)}
 
 
+def roundtrip_agreement(tok, clips: list[np.ndarray]) -> float:
+  """Share of frames whose layer-1 code survives decode(first DECODE_LAYERS layers) + re-encode:
+  whether the decoder puts back what the encoder reads as content."""
+  codes = tok.encode(clips, n_q=DECODE_LAYERS)
+  again = tok.encode(list(tok.decode(codes)), n_q=1)[0]
+  valid = codes[0] >= 0
+  return float((again[valid] == codes[0][valid]).mean())
+
+
 def train(clips: list[np.ndarray], *, steps: int = 400, batch: int = 16, crop_frames: int = 36,
-          lr: float = 3e-3, active: tuple[int, ...] = (64, 16), n_filters: int = 4, seed: int = 0, log=print):
-  """-> the trained model (encoder distilled, codebooks fitted, decoder random)."""
+          lr: float = 3e-3, active: tuple[int, ...] = (64, 16), n_filters: int = 4,
+          decoder_steps: int = 600, seed: int = 0, log=print):
+  """-> the trained model (encoder distilled, codebooks fitted, then the decoder trained)."""
   cfg = tiny_config(n_filters)
   model = build_model(cfg, init_params(cfg, seed), "init")
   loss = distill(model, clips, steps=steps, batch=batch, crop_frames=crop_frames, lr=lr,
@@ -181,6 +271,13 @@ def train(clips: list[np.ndarray], *, steps: int = 400, batch: int = 16, crop_fr
   feats = SpeechTokenizer(model).features(clips)
   frames = -(-np.array([len(c) for c in clips]) // cfg.hop_length)
   fit_codebooks(model, np.concatenate([f[:n] for f, n in zip(feats, frames)]), active, seed)
+  if decoder_steps:
+    before = roundtrip_agreement(SpeechTokenizer(model), clips)
+    loss = train_decoder(model, clips, steps=decoder_steps, batch=8, crop_frames=50, lr=lr,
+                         seed=seed, log=log)
+    after = roundtrip_agreement(SpeechTokenizer(model), clips)
+    log(f"decoder: spectral loss {loss:.3f}; layer-1 codes kept by decode + re-encode "
+        f"{after:.2f} (random decoder {before:.2f})")
   return model
 
 
@@ -191,16 +288,23 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--active", default="64,16", help="fitted codes of layer 1, of layers 2-8")
   p.add_argument("--n_filters", type=int, default=4)
+  p.add_argument("--decoder_steps", type=int, default=600)
+  p.add_argument("--png", default=os.path.join(ROOT, "docs", "images",
+                                               "tiny_speechtokenizer_roundtrip.png"))
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
   t0 = time.time()
   names, clips = load_clips(args.speech)
   active = tuple(int(a) for a in args.active.split(","))
-  model = train(clips, steps=args.steps, active=active, n_filters=args.n_filters, seed=args.seed)
+  model = train(clips, steps=args.steps, active=active, n_filters=args.n_filters,
+                decoder_steps=args.decoder_steps, seed=args.seed)
   save(args.out, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
   print(f"trained in {time.time() - t0:.0f}s -> {args.out}")
+  tok = SpeechTokenizer(model)
+  if args.png:
+    spectrogram_png(tok, clips[4:15:5], args.png)  # three of the demo's held-out clips
   texts = transcripts(os.path.join(os.path.dirname(args.speech), "speech_text.jsonl"))
-  codes = SpeechTokenizer(model).encode(clips, n_q=1)[0]
+  codes = tok.encode(clips, n_q=1)[0]
   seqs = [c[c >= 0] for c in codes]
   acc = nearest_transcript_accuracy(seqs, [texts[n] for n in names])
   print(f"held-out nearest-transcript accuracy (every 5th clip, layer-1 codes): {acc:.2f}; "
