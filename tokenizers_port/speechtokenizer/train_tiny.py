@@ -94,13 +94,32 @@ class Distiller(nnx.Module):
     return self.head(self.encoder(waves[:, :, None]))
 
 
-@nnx.jit
-def _train_step(student, opt, waves, targets):
-  def loss_fn(s):
-    return jnp.mean(jnp.square(s(waves) - targets))
-  loss, grads = nnx.value_and_grad(loss_fn)(student)
-  opt.update(student, grads)
-  return loss
+def fit(module: nnx.Module, loss_fn, next_batch, *, steps: int, lr: float, what: str,
+        log=print) -> float:
+  """Adam (warm-up, cosine decay, clipped) on `module`'s parameters, minimising
+  loss_fn(module, *next_batch()) for `steps` batches; returns the last 20 steps' mean loss."""
+  sched = optax.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps, lr * 0.05)
+  opt = nnx.Optimizer(module, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
+                      wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(m, o, *batch):
+    loss, grads = nnx.value_and_grad(lambda m_: loss_fn(m_, *batch))(m)
+    o.update(m, grads)
+    return loss
+
+  losses, t0 = [], time.time()
+  for step in range(steps):
+    losses.append(float(train_step(module, opt, *map(jnp.asarray, next_batch()))))
+    if step % 100 == 0 or step == steps - 1:
+      log(f"{what} step {step:4d}  loss {losses[-1]:.4f}  {time.time() - t0:6.1f}s")
+  return float(np.mean(losses[-20:]))
+
+
+def random_crops(rng: np.random.Generator, frames: list[int], batch: int, crop_frames: int):
+  """-> [(clip index, first frame)] of `batch` frame-aligned crops from clips longer than a crop."""
+  picks = rng.choice([i for i, n in enumerate(frames) if n > crop_frames], batch)
+  return [(i, int(rng.integers(0, frames[i] - crop_frames))) for i in picks]
 
 
 def distill(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_frames: int,
@@ -109,21 +128,16 @@ def distill(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_fram
   hop = model.cfg.hop_length
   rng = np.random.default_rng(seed)
   targets = [mfcc_targets(c, hop, model.cfg.sample_rate) for c in clips]
-  usable = [i for i, t in enumerate(targets) if len(t) > crop_frames]
-  student = Distiller(model.encoder, model.cfg.dimension, seed)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps, lr * 0.05)
-  opt = nnx.Optimizer(student, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
-                      wrt=nnx.Param)
-  losses, t0 = [], time.time()
-  for step in range(steps):
-    picks = rng.choice(usable, batch)
-    starts = [int(rng.integers(0, len(targets[i]) - crop_frames)) for i in picks]
-    waves = np.stack([clips[i][s * hop:(s + crop_frames) * hop] for i, s in zip(picks, starts)])
-    tgt = np.stack([targets[i][s:s + crop_frames] for i, s in zip(picks, starts)])
-    losses.append(float(_train_step(student, opt, jnp.asarray(waves), jnp.asarray(tgt))))
-    if step % 50 == 0 or step == steps - 1:
-      log(f"step {step:4d}  mfcc mse {losses[-1]:.4f}  {time.time() - t0:6.1f}s")
-  return float(np.mean(losses[-20:]))
+  frames = [len(t) for t in targets]
+
+  def next_batch():
+    picked = random_crops(rng, frames, batch, crop_frames)
+    return (np.stack([clips[i][s * hop:(s + crop_frames) * hop] for i, s in picked]),
+            np.stack([targets[i][s:s + crop_frames] for i, s in picked]))
+
+  return fit(Distiller(model.encoder, model.cfg.dimension, seed),
+             lambda student, waves, tgt: jnp.mean(jnp.square(student(waves) - tgt)), next_batch,
+             steps=steps, lr=lr, what="encoder (MFCC mse)", log=log)
 
 
 def fit_codebooks(model, feats: np.ndarray, active: tuple[int, ...], seed: int,
@@ -159,20 +173,6 @@ def spectral_loss(y, x, sizes=(256, 512, 1024)):
   return total / len(sizes)
 
 
-class _Vocoder(nnx.Module):
-  def __init__(self, decoder):
-    self.decoder = decoder
-
-
-@nnx.jit
-def _decoder_step(vocoder, opt, latents, waves):
-  def loss_fn(v):
-    return spectral_loss(v.decoder(latents)[:, :, 0], waves)
-  loss, grads = nnx.value_and_grad(loss_fn)(vocoder)
-  opt.update(vocoder, grads)
-  return loss
-
-
 def train_decoder(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_frames: int,
                   lr: float, seed: int, log=print) -> float:
   """Trains model.decoder to turn the first DECODE_LAYERS layers' code vectors (frame-aligned
@@ -185,22 +185,14 @@ def train_decoder(model, clips: list[np.ndarray], *, steps: int, batch: int, cro
   books = np.asarray(model.quantizer.codebooks[...])[:DECODE_LAYERS]
   latents = [books[np.arange(DECODE_LAYERS)[:, None], codes[:, i, :n]].sum(0)
              for i, n in enumerate(frames)]
-  usable = [i for i, n in enumerate(frames) if n > crop_frames]
-  vocoder = _Vocoder(model.decoder)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, steps // 10, steps, lr * 0.05)
-  opt = nnx.Optimizer(vocoder, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
-                      wrt=nnx.Param)
-  losses, t0 = [], time.time()
-  for step in range(steps):
-    picks = rng.choice(usable, batch)
-    starts = [int(rng.integers(0, frames[i] - crop_frames)) for i in picks]
-    lat = np.stack([latents[i][s:s + crop_frames] for i, s in zip(picks, starts)])
-    wav = np.stack([np.pad(clips[i], (0, hop))[s * hop:(s + crop_frames) * hop]
-                    for i, s in zip(picks, starts)])
-    losses.append(float(_decoder_step(vocoder, opt, jnp.asarray(lat), jnp.asarray(wav))))
-    if step % 100 == 0 or step == steps - 1:
-      log(f"decoder step {step:4d}  spectral loss {losses[-1]:.3f}  {time.time() - t0:6.1f}s")
-  return float(np.mean(losses[-20:]))
+
+  def next_batch():
+    picked = random_crops(rng, list(frames), batch, crop_frames)
+    return (np.stack([latents[i][s:s + crop_frames] for i, s in picked]),
+            np.stack([np.pad(clips[i], (0, hop))[s * hop:(s + crop_frames) * hop] for i, s in picked]))
+
+  return fit(model.decoder, lambda dec, lat, wav: spectral_loss(dec(lat)[:, :, 0], wav), next_batch,
+             steps=steps, lr=lr, what="decoder (spectral)", log=log)
 
 
 def _edit_distance(a: np.ndarray, b: np.ndarray) -> int:
