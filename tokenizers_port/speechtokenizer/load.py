@@ -41,6 +41,12 @@ def save(out_dir: str, cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray]
     json.dump(cfg.to_dict(), f, indent=2)
 
 
+def save_model(out_dir: str, model: SpeechTokenizerModel) -> str:
+  """A model built or trained in Python -> a folder `load` reads; returns out_dir."""
+  save(out_dir, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
+  return out_dir
+
+
 def build_model(cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray], source: str = "params"):
   model = SpeechTokenizerModel(cfg)
   flat = nnx.to_flat_state(nnx.state(model, nnx.Param))

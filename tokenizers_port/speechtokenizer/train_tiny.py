@@ -30,8 +30,8 @@ from flax import nnx
 
 from tokenizers_port.kmeans import kmeans, nearest
 from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
-from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, _flat_state, build_model,
-                                                  expected_shapes, save)
+from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, build_model, expected_shapes,
+                                                  save_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_COEF = 14  # MFCC c0..c13
@@ -290,7 +290,7 @@ def main(argv=None):
   active = tuple(int(a) for a in args.active.split(","))
   model = train(clips, steps=args.steps, active=active, n_filters=args.n_filters,
                 decoder_steps=args.decoder_steps, seed=args.seed)
-  save(args.out, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
+  save_model(args.out, model)
   print(f"trained in {time.time() - t0:.0f}s -> {args.out}")
   tok = SpeechTokenizer(model)
   if args.png:
