@@ -14,29 +14,13 @@ import sys
 import numpy as np
 
 
-def random_params(shapes: dict[str, tuple], seed: int) -> dict[str, np.ndarray]:
-  """Fan-in scaled normal weights; 1-D vectors: zero biases, unit scales."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for name in sorted(shapes):
-    shape = shapes[name]
-    if len(shape) >= 2:
-      fan_in = int(np.prod(shape[:-1]))
-      out[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
-    elif "bias" in name.split("/")[-1] or name.endswith("/b"):
-      out[name] = np.zeros(shape, np.float32)
-    else:
-      out[name] = np.ones(shape, np.float32)
-  return out
-
-
 def make_tiny_speechtokenizer(out_dir: str, seed: int = 0) -> str:
-  from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
-  from tokenizers_port.speechtokenizer.load import expected_shapes, save
+  from tokenizers_port.speechtokenizer.load import random_params, save
+  from tokenizers_port.speechtokenizer.train_tiny import tiny_config
 
   # Same strides (hop 320), codebook (1024) and n_q (8) as the release; 4 base filters, 1 LSTM layer.
-  cfg = SpeechTokenizerConfig(n_filters=4, dimension=32, semantic_dimension=32, lstm_layers=1)
-  params = random_params(expected_shapes(cfg), seed)
+  cfg = tiny_config(n_filters=4)
+  params = random_params(cfg, seed)
   for name, value in params.items():
     if "codebook" in name or "embed" in name:  # spread the codes: codebook scale ~ feature scale
       params[name] = value * np.sqrt(value.shape[0]) * 0.5

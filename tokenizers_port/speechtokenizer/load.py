@@ -32,6 +32,19 @@ def expected_shapes(cfg: SpeechTokenizerConfig) -> dict[str, tuple]:
   return {k: tuple(v.shape) for k, v in _flat_state(abstract).items()}
 
 
+def random_params(cfg: SpeechTokenizerConfig, seed: int) -> dict[str, np.ndarray]:
+  """Random weights for `cfg` (tests, the tiny tokenizers): fan-in scaled normal for every
+  parameter of rank >= 2, zero biases, unit scales (Snake alphas)."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name, shape in sorted(expected_shapes(cfg).items()):
+    if len(shape) >= 2:
+      out[name] = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+    else:
+      out[name] = (np.zeros if name.endswith("bias") else np.ones)(shape, np.float32)
+  return out
+
+
 def save(out_dir: str, cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray]) -> None:
   from safetensors.numpy import save_file
   os.makedirs(out_dir, exist_ok=True)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from tokenizers_port.kmeans import kmeans, nearest
 from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
-from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, build_model, expected_shapes,
+from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, build_model, random_params,
                                                   save_model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,15 +72,6 @@ def mfcc_targets(wave: np.ndarray, hop: int = 320, sr: int = 16000, win: int = 6
   dct = np.cos(np.pi / n_mels * (k[None] + 0.5) * np.arange(N_COEF)[:, None])  # DCT-II rows
   c = logmel @ dct.T
   return ((c - c.mean(0)) / (c.std(0) + 1e-5)).astype(np.float32)
-
-
-def init_params(cfg: SpeechTokenizerConfig, seed: int) -> dict[str, np.ndarray]:
-  """Fan-in scaled normal kernels, zero biases (the decoder keeps these)."""
-  rng = np.random.default_rng(seed)
-  shapes = expected_shapes(cfg)
-  return {name: (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
-          if len(shape) >= 2 else np.zeros(shape, np.float32)
-          for name, shape in sorted(shapes.items())}
 
 
 class Distiller(nnx.Module):
@@ -256,7 +247,7 @@ def train(clips: list[np.ndarray], *, steps: int = 400, batch: int = 16, crop_fr
           decoder_steps: int = 600, seed: int = 0, log=print):
   """-> the trained model (encoder distilled, codebooks fitted, then the decoder trained)."""
   cfg = tiny_config(n_filters)
-  model = build_model(cfg, init_params(cfg, seed), "init")
+  model = build_model(cfg, random_params(cfg, seed), "init")
   loss = distill(model, clips, steps=steps, batch=batch, crop_frames=crop_frames, lr=lr,
                  seed=seed, log=log)
   log(f"distilled: mfcc mse {loss:.3f} (1.0 = predicting the clip mean)")
