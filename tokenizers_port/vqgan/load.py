@@ -9,7 +9,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from tokenizers_port.vqgan.config import VQGANConfig, load_config
-from tokenizers_port.vqgan.model import VQGAN
+from tokenizers_port.vqgan.model import VQGAN, cache_winograd_kernels
 from tokenizers_port.vqgan.params_io import build_model
 from tokenizers_port.vqgan.preprocess import preprocess, to_uint8
 
@@ -106,13 +106,28 @@ class VQGANTokenizer:
     return self._decode_latents(self._state, z)[:b]
 
 
+def resolve_conv_impl(conv_impl: str, mesh: Mesh | None = None) -> str:
+  """"auto" -> "winograd" where the tokenizer runs on CPU, "direct" on GPU/TPU (whose convolutions
+  XLA maps to cuDNN / the MXU); any other value is returned as it is."""
+  if conv_impl != "auto":
+    return conv_impl
+  platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+  return "winograd" if platform == "cpu" else "direct"
+
+
 def load(directory: str, mesh: Mesh | None = None, data_axis: str = "data",
-         dtype=jnp.float32, conv_impl: str = "direct") -> VQGANTokenizer:
+         dtype=jnp.float32, conv_impl: str = "auto") -> VQGANTokenizer:
   """The tokenizer converted into `directory` (config.json + params.safetensors).
 
-  conv_impl: "direct" (XLA's convolution; within 1e-4 of the PyTorch reference) or "winograd"
-  (3x3 convs as Winograd F(4x4, 3x3): about 1.3x the CPU throughput, but its extra rounding
-  moves full-size encoder outputs up to ~5e-4 from the reference, and it compiles slowly).
+  conv_impl: "direct" (XLA's convolution) or "winograd" (3x3 convs as Winograd F(4x4, 3x3) on
+  accuracy-chosen points: ~1.6x the CPU encode throughput of "direct" and as close to a float64
+  run of the PyTorch reference, but compiles ~3x slower); "winograd-f4" / "winograd-f2" pick
+  other variants (see winograd.py); "auto" (default): "winograd" on CPU, "direct" elsewhere.
   """
+  conv_impl = resolve_conv_impl(conv_impl, mesh)
   config = load_config(directory)
-  return VQGANTokenizer(build_model(config, directory, dtype, conv_impl), config, mesh, data_axis)
+  model = build_model(config, directory, dtype, conv_impl)
+  # The weights are fixed from here on: transform the encoder's once (~0.4 GB for the f16 configs);
+  # the decoder's (~0.6 GB cached) are transformed per call, a small part of a decode.
+  cache_winograd_kernels(model.encoder)
+  return VQGANTokenizer(model, config, mesh, data_axis)

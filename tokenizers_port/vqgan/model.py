@@ -14,24 +14,52 @@ from flax import nnx
 from tokenizers_port.vqgan import winograd
 from tokenizers_port.vqgan.config import VQGANConfig
 
-CONV_IMPLS = ("direct", "winograd")
+# "winograd" is winograd.DEFAULT; "winograd-<variant>" picks one of winograd.VARIANTS.
+CONV_IMPLS = ("direct", "winograd") + tuple(f"winograd-{v}" for v in winograd.VARIANTS)
+
+
+class WinogradKernel(nnx.Variable):
+  """A 3x3 kernel already in the Winograd domain: derived from the `kernel` Param, never saved."""
 
 
 class Conv3x3(nnx.Conv):
-  """3x3, stride 1, padding 1 conv; `impl='winograd'` runs it as Winograd F(4x4, 3x3), which needs
-  a quarter of the multiplies (the fast path on CPU; XLA's direct conv is better on GPU/TPU)."""
+  """3x3, stride 1, padding 1 conv; `impl='winograd...'` runs it as Winograd F(mxm, 3x3), which
+  needs up to 4x fewer multiplies (the fast path on CPU; XLA's direct conv is better on GPU/TPU)."""
 
   def __init__(self, cin, cout, rngs, dtype, impl):
     if impl not in CONV_IMPLS:
       raise ValueError(f"conv_impl={impl!r} must be one of {CONV_IMPLS}")
     super().__init__(cin, cout, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
     self.impl = impl
+    self.winograd_kernel = nnx.data(None)
+
+  @property
+  def variant(self):
+    return self.impl.partition("-")[2] or winograd.DEFAULT
+
+  def cache_winograd_kernel(self):
+    """Transform the kernel once, not on every call (costly next to small-map convs)."""
+    if self.impl != "direct" and self.in_features >= 16:
+      u = winograd.transform_kernel(self.kernel[...], self.variant)
+      self.winograd_kernel = WinogradKernel(u)
 
   def __call__(self, x):
     if self.impl == "direct" or x.shape[-1] < 16:  # Narrow inputs (RGB) gain nothing.
       return super().__call__(x)
     x = x.astype(self.dtype or x.dtype)
-    return winograd.conv3x3(x, self.kernel[...].astype(x.dtype), self.bias[...].astype(x.dtype))
+    u = (self.winograd_kernel[...] if self.winograd_kernel is not None
+         else winograd.transform_kernel(self.kernel[...], self.variant))
+    return winograd.conv3x3(x, None, self.bias[...].astype(x.dtype), self.variant,
+                            u=u.astype(x.dtype))
+
+
+def cache_winograd_kernels(model: nnx.Module) -> None:
+  """Precompute the transformed kernel of every Winograd conv in `model` (any submodule too).
+  Inference only: the cache goes stale if the Params change. Costs 4x (F(4x4)) the 3x3 weights'
+  memory."""
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, Conv3x3):
+      m.cache_winograd_kernel()
 
 
 class Build(typing.NamedTuple):
@@ -66,21 +94,22 @@ class GroupNorm(nnx.Module):
 
   def __call__(self, x):
     b, h, w, c = x.shape
-    g = x.astype(jnp.float32).reshape(b, h, w, self.num_groups, c // self.num_groups)
-    n = h * w * (c // self.num_groups)
+    cg = c // self.num_groups
+    xf = x.astype(jnp.float32)
 
     def group_mean(t):
-      # Rows first, then across rows: a float32 sum over 256x256x4 values in one running
-      # accumulator loses ~1e-5 relative, which shows up in the encoder output.
-      return jnp.sum(jnp.sum(t, axis=(2, 4), keepdims=True), axis=1, keepdims=True) / n
+      # Per channel over W, then over H (contiguous-channel column sums vectorise; reducing the
+      # 4-wide channel group innermost did not), then over the group's channels. Short partial
+      # sums also matter: one float32 accumulator over 256x256x4 values loses ~1e-5 relative.
+      s = jnp.sum(jnp.sum(t, axis=2), axis=1)                                # [B, C]
+      s = jnp.sum(s.reshape(b, self.num_groups, cg), axis=2) / (h * w * cg)  # [B, G]
+      return jnp.repeat(s, cg, axis=1)[:, None, None, :]                     # [B, 1, 1, C]
 
-    mean = group_mean(g)
-    var = group_mean(jnp.square(g - mean))
+    mean = group_mean(xf)
+    var = group_mean(jnp.square(xf - mean))
     # Fold the per-group inverse std and the per-channel affine into one multiply-add.
-    shape = (1, 1, 1, self.num_groups, -1)
-    inv = jax.lax.rsqrt(var + self.eps) * self.scale[...].reshape(shape)
-    y = g * inv + (self.bias[...].reshape(shape) - mean * inv)
-    return y.reshape(b, h, w, c).astype(x.dtype)
+    inv = jax.lax.rsqrt(var + self.eps) * self.scale[...]
+    return (xf * inv + (self.bias[...] - mean * inv)).astype(x.dtype)
 
 
 class ResnetBlock(nnx.Module):
