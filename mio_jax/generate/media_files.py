@@ -30,13 +30,13 @@ class MediaWriter:
   def write(self, kind: str, codes: np.ndarray, stem: str) -> dict | None:
     """A complete `kind` block ("image" | "speech") -> `stem`.png / .wav, by the decoder of that
     kind: {"file": path} (plus "seconds" for speech), or None when no tokenizer of that kind."""
+    if kind not in ("image", "speech"):
+      raise ValueError(f"{stem}: unknown media kind {kind!r}")
     if kind == "image" and self.image_dir:
       self.write_image(codes, stem + ".png")
       return {"file": stem + ".png"}
     if kind == "speech" and self.speech_dir:
       return {"file": stem + ".wav", "seconds": round(self.write_speech(codes, stem + ".wav"), 2)}
-    if kind not in ("image", "speech"):
-      raise ValueError(f"{stem}: unknown media kind {kind!r}")
     return None
 
   def write_image(self, codes: np.ndarray, path: str) -> tuple[int, int]:

@@ -1,9 +1,11 @@
-"""Tiny random-weight tokenizer folders in the ported formats, for tests, benchmarks and the demo.
+"""Tiny tokenizer folders in the ported formats, for tests, benchmarks and the demo.
 
 Real weights cannot be downloaded here; these keep each tokenizer's real code path (and its
 interfaces: 8 RVQ layers of 1024 codes, hop 320; a VQGAN raster grid) with few channels, so the job
-is exercised end to end at CPU speed. The codes mean nothing: they are a deterministic function of
-the input, which is all the job's tests need.
+is exercised end to end at CPU speed. The random-weight ones are made on the fly: their codes mean
+nothing, they are a deterministic function of the input, which is all the job's tests need. The
+trained ones (`trained_tiny_*_dir`) are committed under data/tokenizers/: their codes carry colour
+and what is said, which the demo's learning evidence needs.
 
   python -m mio_jax.tokenize.tiny_tokenizers OUT_DIR   -> OUT_DIR/speechtokenizer, OUT_DIR/vqgan
 """
@@ -58,7 +60,7 @@ def trained_tiny_vqgan_dir() -> str:
 
 def trained_tiny_speechtokenizer_dir() -> str:
   """The committed tiny SpeechTokenizer whose layer-1 codes follow what is said (encoder distilled
-  from MFCCs on the mini corpus speech; decoder random). Made by
+  from MFCCs on the mini corpus speech; decoder trained to a whisper-like envelope). Made by
   `python -m tokenizers_port.speechtokenizer.train_tiny`."""
   return _committed("tiny_speechtokenizer", "tokenizers_port.speechtokenizer.train_tiny")
 

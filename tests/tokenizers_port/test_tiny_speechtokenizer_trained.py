@@ -42,22 +42,17 @@ def test_codes_tell_held_out_transcripts_apart(corpus, tmp_path):
 
 def test_decoder_puts_back_what_the_encoder_reads(corpus, tmp_path):
   """decode(first 4 layers) then re-encode keeps many layer-1 codes; with the same encoder and
-  codebooks but a random-weight decoder (fan-in scaled, as before training), almost none."""
-  from safetensors.numpy import load_file, save_file
+  codebooks but the decoder's weights from before training (random_params), almost none."""
+  from safetensors.numpy import load_file
+  from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
+  from tokenizers_port.speechtokenizer.load import random_params, save
   clips = corpus[0][::4]
   path = tiny_tokenizers.trained_tiny_speechtokenizer_dir()
   trained = train_tiny.roundtrip_agreement(load(path), clips)
+  cfg = SpeechTokenizerConfig.from_json(os.path.join(path, "config.json"))
   params = load_file(os.path.join(path, "params.safetensors"))
-  noise = np.random.default_rng(0)
-  for name, value in params.items():
-    if name.startswith("decoder/") and value.ndim >= 2:
-      params[name] = (noise.standard_normal(value.shape) / np.sqrt(np.prod(value.shape[:-1]))
-                      ).astype(np.float32)
-  os.makedirs(tmp_path / "random_decoder")
-  save_file(params, str(tmp_path / "random_decoder" / "params.safetensors"))
-  with open(os.path.join(path, "config.json")) as f, \
-       open(tmp_path / "random_decoder" / "config.json", "w") as g:
-    g.write(f.read())
+  params.update({k: v for k, v in random_params(cfg, seed=0).items() if k.startswith("decoder/")})
+  save(str(tmp_path / "random_decoder"), cfg, params)
   random = train_tiny.roundtrip_agreement(load(str(tmp_path / "random_decoder")), clips)
   assert trained >= 0.25 and random <= 0.1, (trained, random)
 

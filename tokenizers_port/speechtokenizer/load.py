@@ -54,10 +54,10 @@ def save(out_dir: str, cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray]
     json.dump(cfg.to_dict(), f, indent=2)
 
 
-def save_model(out_dir: str, model: SpeechTokenizerModel) -> str:
-  """A model built or trained in Python -> a folder `load` reads; returns out_dir."""
-  save(out_dir, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
-  return out_dir
+def save_model(model: SpeechTokenizerModel, directory: str) -> str:
+  """A model built or trained in Python -> a folder `load` reads; returns the folder."""
+  save(directory, model.cfg, {k: np.asarray(v) for k, v in _flat_state(model).items()})
+  return directory
 
 
 def build_model(cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray], source: str = "params"):

@@ -164,18 +164,16 @@ def spectral_loss(y, x, sizes=(256, 512, 1024)):
   return total / len(sizes)
 
 
-def train_decoder(model, clips: list[np.ndarray], *, steps: int, batch: int, crop_frames: int,
-                  lr: float, seed: int, log=print) -> float:
-  """Trains model.decoder to turn the first DECODE_LAYERS layers' code vectors (frame-aligned
-  crops) back into the waveform under a spectral loss; returns the last steps' mean loss."""
+def train_decoder(model, codes: np.ndarray, clips: list[np.ndarray], *, steps: int, batch: int,
+                  crop_frames: int, lr: float, seed: int, log=print) -> float:
+  """Trains model.decoder to turn the code vectors of `codes` (the clips' first DECODE_LAYERS
+  layers, [layers, clips, frames]; frame-aligned crops) back into the waveform under a spectral
+  loss; returns the last steps' mean loss."""
   hop = model.cfg.hop_length
   rng = np.random.default_rng(seed + 1)
-  tok = SpeechTokenizer(model)
-  codes = tok.encode(clips, n_q=DECODE_LAYERS)
   frames = -(-np.array([len(c) for c in clips]) // hop)
-  books = np.asarray(model.quantizer.codebooks[...])[:DECODE_LAYERS]
-  latents = [books[np.arange(DECODE_LAYERS)[:, None], codes[:, i, :n]].sum(0)
-             for i, n in enumerate(frames)]
+  summed = np.asarray(model.quantizer.decode(np.maximum(codes, 0)))  # -1 (past a clip) -> any row
+  latents = [summed[i, :n] for i, n in enumerate(frames)]
 
   def next_batch():
     picked = random_crops(rng, list(frames), batch, crop_frames)
@@ -233,10 +231,11 @@ def transcripts(manifest: str) -> dict[str, str]:
     return {r["audio"]: r["transcript"] for r in map(json.loads, f)}
 
 
-def roundtrip_agreement(tok, clips: list[np.ndarray]) -> float:
+def roundtrip_agreement(tok, clips: list[np.ndarray], codes: np.ndarray | None = None) -> float:
   """Share of frames whose layer-1 code survives decode(first DECODE_LAYERS layers) + re-encode:
-  whether the decoder puts back what the encoder reads as content."""
-  codes = tok.encode(clips, n_q=DECODE_LAYERS)
+  whether the decoder puts back what the encoder reads as content. `codes`: the clips' codes
+  from tok.encode(clips, n_q=DECODE_LAYERS), if already at hand."""
+  codes = tok.encode(clips, n_q=DECODE_LAYERS) if codes is None else codes
   again = tok.encode(list(tok.decode(codes)), n_q=1)[0]
   valid = codes[0] >= 0
   return float((again[valid] == codes[0][valid]).mean())
@@ -255,8 +254,10 @@ def train(clips: list[np.ndarray], *, steps: int = 400, batch: int = 16, crop_fr
   frames = -(-np.array([len(c) for c in clips]) // cfg.hop_length)
   fit_codebooks(model, np.concatenate([f[:n] for f, n in zip(feats, frames)]), active, seed)
   if decoder_steps:
-    before = roundtrip_agreement(SpeechTokenizer(model), clips)
-    loss = train_decoder(model, clips, steps=decoder_steps, batch=8, crop_frames=50, lr=lr,
+    tok = SpeechTokenizer(model)  # weights as they stand now; the decoder's change below
+    codes = tok.encode(clips, n_q=DECODE_LAYERS)
+    before = roundtrip_agreement(tok, clips, codes)
+    loss = train_decoder(model, codes, clips, steps=decoder_steps, batch=8, crop_frames=50, lr=lr,
                          seed=seed, log=log)
     after = roundtrip_agreement(SpeechTokenizer(model), clips)
     log(f"decoder: spectral loss {loss:.3f}; layer-1 codes kept by decode + re-encode "
@@ -281,7 +282,7 @@ def main(argv=None):
   active = tuple(int(a) for a in args.active.split(","))
   model = train(clips, steps=args.steps, active=active, n_filters=args.n_filters,
                 decoder_steps=args.decoder_steps, seed=args.seed)
-  save_model(args.out, model)
+  save_model(model, args.out)
   print(f"trained in {time.time() - t0:.0f}s -> {args.out}")
   tok = SpeechTokenizer(model)
   if args.png:

@@ -37,14 +37,18 @@ class Conv3x3(nnx.Conv):
   def variant(self):
     return self.impl.partition("-")[2] or winograd.DEFAULT
 
+  @property
+  def uses_winograd(self) -> bool:
+    return self.impl != "direct" and self.in_features >= 16  # Narrow inputs (RGB) gain nothing.
+
   def cache_winograd_kernel(self):
     """Transform the kernel once, not on every call (costly next to small-map convs)."""
-    if self.impl != "direct" and self.in_features >= 16:
+    if self.uses_winograd:
       u = winograd.transform_kernel(self.kernel[...], self.variant)
       self.winograd_kernel = WinogradKernel(u)
 
   def __call__(self, x):
-    if self.impl == "direct" or x.shape[-1] < 16:  # Narrow inputs (RGB) gain nothing.
+    if not self.uses_winograd:
       return super().__call__(x)
     x = x.astype(self.dtype or x.dtype)
     u = (self.winograd_kernel[...] if self.winograd_kernel is not None
