@@ -20,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import tempfile
 import time
 
 import jax.numpy as jnp
@@ -288,11 +289,15 @@ def main(argv=None):
   if args.png:
     spectrogram_png(tok, clips[4:15:5], args.png)  # three of the demo's held-out clips
   texts = transcripts(os.path.join(os.path.dirname(args.speech), "speech_text.jsonl"))
-  codes = tok.encode(clips, n_q=1)[0]
-  seqs = [c[c >= 0] for c in codes]
-  acc = nearest_transcript_accuracy(seqs, [texts[n] for n in names])
-  print(f"held-out nearest-transcript accuracy (every 5th clip, layer-1 codes): {acc:.2f}; "
-        f"layer-1 codes used: {len(np.unique(np.concatenate(seqs)))}")
+  from mio_jax.tokenize.tiny_tokenizers import make_tiny_speechtokenizer  # the demo's random one
+  from tokenizers_port.speechtokenizer.load import load
+  with tempfile.TemporaryDirectory() as tmp:
+    random = load(make_tiny_speechtokenizer(tmp))
+  for name, t in (("trained", tok), ("random", random)):
+    seqs = [c[c >= 0] for c in t.encode(clips, n_q=1)[0]]
+    acc = nearest_transcript_accuracy(seqs, [texts[n] for n in names])
+    print(f"{name}: held-out nearest-transcript accuracy (every 5th clip, layer-1 codes) {acc:.2f}; "
+          f"layer-1 codes used: {len(np.unique(np.concatenate(seqs)))}")
 
 
 if __name__ == "__main__":
