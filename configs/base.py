@@ -73,6 +73,9 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       log_every=10,
       checkpoint_every=500,
       keep_checkpoints=3,
+      keep_period=0,  # also keep every K-th step forever (0: only the newest keep_checkpoints)
+      on_nonfinite="halt",  # "halt" | "skip" a step whose loss or gradient norm is not finite
+      max_consecutive_skips=5,  # with "skip": this many non-finite steps in a row halt the run
       async_checkpointing=True,
       peak_tflops_per_device=0.0,  # 0: look the device up (unknown devices report mfu as null)
   ))

@@ -25,6 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   from mio_jax.console import setup_console_logging
+  from mio_jax.train.checkpoint import CheckpointError
+  from mio_jax.train.divergence import TrainingHalted
   from mio_jax.train.loop import train
   from mio_jax.train.validate import ConfigError
 
@@ -33,7 +35,14 @@ def main(argv):
     result = train(flags.FLAGS.config, flags.FLAGS.workdir)
   except ConfigError as e:
     sys.exit(f"config error: {e}")
-  print(f"trained to step {result.final_step}; workdir {os.path.abspath(result.workdir)}")
+  except TrainingHalted as e:
+    sys.exit(f"training halted: {e}")
+  except CheckpointError as e:
+    sys.exit(f"checkpoint error: {e}")
+  if result.preempted:  # exit 0: the scheduler reruns the same command, which resumes
+    print(f"preempted at step {result.final_step}, saved; workdir {result.workdir}")
+  else:
+    print(f"trained to step {result.final_step}; workdir {result.workdir}")
 
 
 if __name__ == "__main__":

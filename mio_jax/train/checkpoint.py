@@ -1,41 +1,87 @@
-"""Orbax checkpoints: async saves, keep-N, resume with the data iterator, parameters-only init.
+"""Orbax checkpoints: async saves, keep-N and milestones, resume that survives a damaged newest step.
 
 Layout (docs/checkpoints.md):
   WORKDIR/checkpoints/<step>/params      model parameters, a nested dict (orbax PyTree)
   WORKDIR/checkpoints/<step>/opt_state   {step, opt_state}
-  WORKDIR/checkpoints/<step>/data        the input iterator's state (JSON)
+  WORKDIR/checkpoints/<step>/data        process_<i>-of-<n>.json: each process's input iterator state
+                                         (grain's checkpoint handler, as MaxText uses it)
 Parameters are their own item so that the next stage (`init_from`) and the PyTorch export read
 them without touching the optimizer state.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers as policies
 
 from mio_jax.train.state import TrainState
 
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+log = logging.getLogger("mio_jax.train")
 
 
-def make_manager(workdir: str, *, keep: int, async_save: bool) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                         create=True)
+class CheckpointError(RuntimeError):
+  """No checkpoint of a run can be restored, or its data state does not fit this job."""
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """A local path made absolute, or a gs:// (any URL) path kept as it is."""
+  text = os.fspath(path)
+  return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  return as_path(workdir) / "checkpoints"
+
+
+def make_manager(workdir: str, *, keep: int, async_save: bool,
+                 keep_period: int = 0) -> ocp.CheckpointManager:
+  """keep-N newest steps, plus every `keep_period`-th step forever (0: none)."""
+  preserve = [policies.LatestN(n=keep)]
+  if keep_period:
+    preserve.append(policies.EveryNSteps(interval_steps=keep_period))
+  options = ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=async_save, create=True,
+      preservation_policy=policies.AnyPreservationPolicy(preserve))
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("params", "opt_state", "data"))
 
 
-def save(manager: ocp.CheckpointManager, state: TrainState, data_state: dict) -> None:
+class _IteratorState:
+  """Our batch iterators as grain's handler wants them: JSON bytes in, JSON bytes out.
+
+  The state records the process count: every process reads its own slice of records, so a state
+  means nothing to a job with a different number of processes (see `check_data_state`).
+  """
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+
+  def get_state(self) -> bytes:
+    state = {"process_count": jax.process_count(), "iterator": self.iterator.get_state()}
+    return json.dumps(state).encode()
+
+  def set_state(self, raw: bytes) -> None:
+    self.iterator.set_state(json.loads(raw)["iterator"])
+
+  def start_prefetch(self) -> None:  # grain's handler calls this after set_state
+    pass
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState, batches) -> None:
   step = int(jax.device_get(state.step))
   manager.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       opt_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
-      data=ocp.args.JsonSave(data_state),
+      data=grain.checkpoint.CheckpointSave(_IteratorState(batches)),
   ))
 
 
@@ -43,39 +89,111 @@ def _abstract(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state: TrainState,
-            shardings: TrainState) -> tuple[TrainState, dict]:
-  """The train state, laid out by `shardings`, and the data iterator state saved at `step`."""
-  restored = manager.restore(step, args=ocp.args.Composite(
+def check_data_state(step_dir: epath.Path, batches) -> None:
+  """Refuse, in one line, a data state written by a different number of processes.
+
+  A global state (the synthetic source's step counter) is read from any process's file instead.
+  """
+  data_dir = step_dir / "data"
+  index, count = jax.process_index(), jax.process_count()
+  if (data_dir / f"process_{index}-of-{count}.json").exists():
+    return
+  saved = sorted({int(m.group(1)) for f in data_dir.glob("process_*-of-*.json")
+                  if (m := re.search(r"-of-(\d+)\.json$", f.name))})
+  if not saved or count in saved or getattr(batches, "state_is_global", False):
+    return  # a missing file of this job's count fails the restore, which falls back a step
+    return
+  raise CheckpointError(
+      f"{step_dir} was written by {saved[0]} processes and this job has {count}: each process reads "
+      f"its own records, so the data position cannot be carried over; resume with {saved[0]} "
+      f"processes, or start a new workdir with --config.init_from={step_dir} (parameters only)")
+
+
+def _restore_step(manager, step, abstract_state, shardings, batches) -> TrainState:
+  step_dir = manager.directory / str(step)
+  data = step_dir / "data"
+  if (data / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
+    data_args = grain.checkpoint.CheckpointRestore(_IteratorState(batches))
+  else:  # a global state saved by another process count (check_data_state allowed it)
+    data_args = None
+    saved = sorted(data.glob("process_0-of-*.json"))
+    if not saved:
+      raise FileNotFoundError(f"{data}: no data iterator state")
+    _IteratorState(batches).set_state(saved[0].read_bytes())
+  items = dict(
       params=ocp.args.StandardRestore(_abstract(abstract_state.params, shardings.params)),
       opt_state=ocp.args.StandardRestore(_abstract(
           {"step": abstract_state.step, "opt_state": abstract_state.opt_state},
-          {"step": shardings.step, "opt_state": shardings.opt_state})),
-      data=ocp.args.JsonRestore(),
-  ))
+          {"step": shardings.step, "opt_state": shardings.opt_state})))
+  if data_args is not None:
+    items["data"] = data_args
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
   opt = restored["opt_state"]
-  return TrainState(step=opt["step"], params=restored["params"], opt_state=opt["opt_state"]), restored["data"]
+  return TrainState(step=opt["step"], params=restored["params"], opt_state=opt["opt_state"])
+
+
+def _all_processes_ok(ok: bool) -> bool:
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  import numpy as np
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+def restore_newest(manager: ocp.CheckpointManager, abstract_state: TrainState, shardings: TrainState,
+                   batches) -> TrainState | None:
+  """The newest step that restores (train state returned, `batches` repositioned); None if the run
+  has no checkpoint yet.
+
+  A step that fails to restore (a missing or truncated array file, broken metadata, an item left
+  out by a crash) is logged in one line and the next older one is tried; if none restores,
+  CheckpointError. Unfinished temporary step directories are never listed by orbax.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return None
+  check_data_state(manager.directory / str(steps[0]), batches)
+  failures = []
+  for step in steps:
+    try:
+      state, ok = _restore_step(manager, step, abstract_state, shardings, batches), True
+    except Exception as e:  # noqa: BLE001 - any unreadable step falls back to the previous one
+      first_line = (str(e).strip().splitlines() or [""])[0][:300]
+      failures.append(f"step {step}: {type(e).__name__}: {first_line}")
+      log.warning("checkpoint step %d cannot be restored (%s: %s); trying an older one", step,
+                  type(e).__name__, first_line)
+      ok = False
+    if _all_processes_ok(ok):  # every process must resume from the same step
+      if step != steps[0]:
+        log.warning("resumed from step %d, the newest step that restores", step)
+      return state
+  raise CheckpointError(f"{manager.directory}: no checkpoint restores ({'; '.join(failures)}); "
+                        "move the directory away to start from scratch")
 
 
 def resolve_params_dir(path: str) -> str:
-  """`init_from` may name a workdir (latest step), a checkpoints dir, a step dir, or its params dir."""
-  path = os.path.abspath(path)
-  if os.path.basename(path) == "params" and os.path.isdir(path):
-    return path
-  if os.path.isdir(os.path.join(path, "params")):
-    return os.path.join(path, "params")
-  for root in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(root):
-      steps = [int(d) for d in os.listdir(root) if d.isdigit()]
+  """`init_from` may name a workdir (latest step), a checkpoints dir, a step dir, or its params dir.
+
+  Returns the params dir as a string (absolute, or the gs:// URL).
+  """
+  path = as_path(path)
+  if path.name == "params" and path.is_dir():
+    return os.fspath(path)
+  if (path / "params").is_dir():
+    return os.fspath(path / "params")
+  for root in (path / "checkpoints", path):
+    if root.is_dir():
+      steps = [int(d.name) for d in root.iterdir() if d.name.isdigit()]
       if steps:
-        return os.path.join(root, str(max(steps)), "params")
-  raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint with a params item found there")
+        return os.fspath(root / str(max(steps)) / "params")
+  raise FileNotFoundError(f"config.init_from={os.fspath(path)!r}: no checkpoint with a params item "
+                          "found there")
 
 
-def saved_param_shapes(params_dir: str) -> dict[str, tuple[int, ...]]:
+def saved_param_shapes(params_dir: str | epath.Path) -> dict[str, tuple[int, ...]]:
   """Every saved parameter's shape by "/"-joined path, from orbax metadata (no array is read)."""
   with ocp.PyTreeCheckpointer() as checkpointer:
-    meta = checkpointer.metadata(params_dir)
+    meta = checkpointer.metadata(as_path(params_dir))
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]

@@ -23,6 +23,8 @@ from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
+from mio_jax.train.divergence import NonFiniteGuard
+from mio_jax.train.preemption import PreemptionWatcher
 from mio_jax.train.state import TrainState, create_train_state, make_optimizer
 from mio_jax.train.step import BATCH_KEYS, make_train_step
 from mio_jax.train.synthetic_batches import SyntheticBatches
@@ -37,6 +39,7 @@ class TrainResult:
   final_step: int
   losses: dict[int, float]  # step -> loss, for every step run in this call
   workdir: str
+  preempted: bool = False  # stopped at a preemption notice, after saving final_step
 
 
 def make_batches(config, batch_sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
@@ -70,9 +73,11 @@ def compile_step(step_fn, state: TrainState, shardings: TrainState, batch_shardi
 
 
 def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResult:
-  """Train to config.train.steps, resuming from workdir's latest checkpoint if there is one.
+  """Train to config.train.steps, resuming from workdir's newest restorable checkpoint if any.
 
   `stop_at_step` ends this call early (after checkpointing), as a preemption would.
+  Raises TrainingHalted on a non-finite loss (config.train.on_nonfinite) and CheckpointError when
+  no checkpoint of the workdir restores.
   """
   mesh_lib.maybe_initialize_distributed()
   validate(config, jax.device_count())
@@ -86,16 +91,16 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   batch_sharding = NamedSharding(mesh, batch_spec())
   log.info("mesh %s; model %.1fM parameters", dict(mesh.shape), model_cfg.num_params() / 1e6)
 
+  tc = config.train
   with jax.set_mesh(mesh), activation_sharding(mesh, rules):
-    state, shardings, graphdef = create_train_state(model_cfg, tx, config.train.seed, mesh, rules)
+    state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules)
     batches = make_batches(config, batch_sharding)
-    manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints,
-                                async_save=config.train.async_checkpointing)
-    latest = manager.latest_step()
-    if latest is not None:
-      state, data_state = ckpt.restore(manager, latest, state, shardings)
-      batches.set_state(data_state)
-      log.info("resumed from %s at step %d", ckpt.checkpoint_dir(workdir), latest)
+    manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
+                                async_save=tc.async_checkpointing)
+    restored = ckpt.restore_newest(manager, state, shardings, batches)
+    if restored is not None:
+      state = restored
+      log.info("resumed from %s at step %d", manager.directory, int(jax.device_get(state.step)))
     elif init_from := resolve_init_from(config):
       params = ckpt.load_params(init_from, state.params, shardings.params)
       state = dataclasses.replace(state, params=params)
@@ -103,46 +108,81 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
 
     step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(Vocabulary.from_config(config.vocab)),
                               grad_accum_steps=config.optimizer.grad_accum_steps,
-                              z_loss=config.optimizer.z_loss)
+                              z_loss=config.optimizer.z_loss,
+                              skip_nonfinite=tc.on_nonfinite == "skip")
     compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
-    last = min(config.train.steps, stop_at_step or config.train.steps)
-    return _run(config, workdir, compiled, state, batches, manager, model_cfg, last)
+    last = min(tc.steps, stop_at_step or tc.steps)
+    try:
+      return _Run(config, workdir, manager, model_cfg, int(jax.device_get(state.step))).run(
+          compiled, state, batches, last)
+    finally:
+      manager.close()
 
 
-def _run(config, workdir, compiled, state, batches, manager, model_cfg, last: int) -> TrainResult:
-  tc = config.train
-  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  tokens_per_step = config.data.global_batch * config.data.seq_len
-  throughput = metrics_lib.Throughput(
-      tokens_per_step, metrics_lib.train_flops_per_token(model_cfg, config.data.seq_len),
-      metrics_lib.num_devices_peak(tc.peak_tflops_per_device))
-  step = int(jax.device_get(state.step))
-  pending, losses = [], {}
-  start = time.perf_counter()
-  while step < last:
-    state, metrics = compiled(state, next(batches))
-    step += 1
-    throughput.step()
-    pending.append((step, metrics))
-    if step % tc.log_every == 0 or step == last:
-      tokens_per_s, mfu = throughput.read()
-      for s, m in jax.device_get(pending):
-        scalars = {k: float(v) for k, v in m.items()}
-        losses[s] = scalars["loss"]
-        writer.write(s, {**scalars, "tokens_per_second": tokens_per_s, "mfu": mfu})
-      pending.clear()
-      _progress(step, tc.steps, scalars, tokens_per_s, mfu, time.perf_counter() - start)
-    if step % tc.checkpoint_every == 0 or step == last:
-      ckpt.save(manager, state, batches.get_state())
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
-  return TrainResult(final_step=step, losses=losses, workdir=workdir)
+class _Run:
+  """The stepping part of a run: log every log_every, save every checkpoint_every, watch for
+  preemption and non-finite steps (docs/checkpoints.md)."""
+
+  def __init__(self, config, workdir, manager, model_cfg, first_step: int):
+    tc = self.tc = config.train
+    self.manager = manager
+    self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                           resume_step=first_step)
+    self.guard = NonFiniteGuard(tc.on_nonfinite, tc.max_consecutive_skips)
+    self.throughput = metrics_lib.Throughput(
+        config.data.global_batch * config.data.seq_len,
+        metrics_lib.train_flops_per_token(model_cfg, config.data.seq_len),
+        metrics_lib.num_devices_peak(tc.peak_tflops_per_device))
+    self.workdir, self.pending, self.losses = workdir, [], {}
+    self.start = time.perf_counter()
+
+  def run(self, compiled, state, batches, last: int) -> TrainResult:
+    step, preempted = int(jax.device_get(state.step)), False
+    try:
+      with PreemptionWatcher() as watcher:
+        while step < last:
+          state, metrics = compiled(state, next(batches))
+          step += 1
+          self.throughput.step()
+          self.pending.append((step, metrics))
+          preempted = watcher.reached(step)
+          if step % self.tc.log_every == 0 or step == last or preempted:
+            self.flush(step)
+          if step % self.tc.checkpoint_every == 0 or step == last or preempted:
+            self.flush(step)  # no state is saved before every step in it was checked
+            ckpt.save(self.manager, state, batches)
+          if preempted:
+            self.manager.wait_until_finished()
+            log.info("preempted: saved step %d to %s; rerun the same command to resume", step,
+                     self.manager.directory)
+            break
+      self.manager.wait_until_finished()
+    finally:
+      self.writer.close()
+    return TrainResult(final_step=step, losses=self.losses, workdir=self.workdir, preempted=preempted)
+
+  def flush(self, step: int) -> None:
+    """Fetch the pending steps' metrics, check each is finite, write them."""
+    if not self.pending:
+      return
+    tokens_per_s, mfu = self.throughput.read()
+    rows, self.pending = jax.device_get(self.pending), []
+    for s, m in rows:
+      scalars = {k: float(v) for k, v in m.items() if not k.startswith("tokens_") and k != "finite"}
+      for name in [k[len("tokens_"):] for k in m if k.startswith("tokens_")]:
+        if not m[f"tokens_{name}"]:  # absent from this batch: null, not a loss of 0 (or nan)
+          scalars[f"loss_{name}"] = None
+      finite = bool(m["finite"])
+      scalars["skipped"] = 0.0 if finite or self.guard.policy == "halt" else 1.0
+      self.losses[s] = scalars["loss"]
+      self.writer.write(s, {**scalars, "tokens_per_second": tokens_per_s, "mfu": mfu})
+      self.guard.observe(s, finite, scalars["loss"], scalars["grad_norm"])
+    _progress(step, self.tc.steps, scalars, tokens_per_s, mfu, time.perf_counter() - self.start)
 
 
 def _progress(step, total, scalars, tokens_per_s, mfu, elapsed) -> None:
   modality = " ".join(f"{k[5:]} {v:.3f}" for k, v in scalars.items()
-                      if k.startswith("loss_") and not np.isnan(v))
+                      if k.startswith("loss_") and v is not None)
   mfu_text = f" mfu {mfu:.1%}" if mfu is not None else ""
   log.info("step %d/%d loss %.4f (%s) lr %.2e gnorm %.2f %.0f tok/s%s %.0fs", step, total,
            scalars["loss"], modality, scalars["learning_rate"], scalars["grad_norm"], tokens_per_s,

@@ -42,26 +42,38 @@ def train_flops_per_token(model_cfg, seq_len: int) -> float:
 
 
 class MetricWriter:
-  """Writes scalars to TensorBoard and to WORKDIR/metrics.jsonl (process 0 only)."""
+  """Writes scalars to TensorBoard and to WORKDIR/metrics.jsonl (process 0 only).
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  A value of None (a modality absent from the batch) is written as null; a non-finite float as the
+  string "nan", "inf" or "-inf". `resume_step`: rows and events after it (written before a crash
+  or preemption, and about to be replayed) are dropped, so each step has one row.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
+      if resume_step is not None and os.path.exists(self.path):
+        with open(self.path) as f:
+          kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+        with open(self.path + ".tmp", "w") as f:
+          f.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
       from tensorboardX import SummaryWriter  # no TensorFlow needed (README: why)
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=None if resume_step is None else resume_step + 1)
 
-  def write(self, step: int, scalars: dict[str, float]) -> None:
+  def write(self, step: int, scalars: dict[str, float | None]) -> None:
     if not self.enabled:
       return
     row = {"step": step}
     for k, v in scalars.items():
-      v = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-      row[k] = v
       if v is not None:
         self._tb.add_scalar(k, v, step)
+        v = v if math.isfinite(v) else str(v)  # "nan", "inf", "-inf": JSON has no such numbers
+      row[k] = v
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
 

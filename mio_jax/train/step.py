@@ -34,8 +34,14 @@ def modality_masks(targets: jax.Array, ranges: dict[str, tuple[int, int]]) -> di
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     *, modality_ranges: dict[str, tuple[int, int]], grad_accum_steps: int = 1,
-                    z_loss: float = 0.0) -> Callable:
-  """Build `train_step`. `modality_ranges` maps a name (text, image, speech) to its [lo, hi) ids."""
+                    z_loss: float = 0.0, skip_nonfinite: bool = False) -> Callable:
+  """Build `train_step`. `modality_ranges` maps a name (text, image, speech) to its [lo, hi) ids.
+
+  Metrics: `loss_<modality>` with `tokens_<modality>` (0 tokens: the modality was absent, its loss
+  reads 0), and `finite` (1 when the loss and the gradient norm are finite). With `skip_nonfinite`,
+  a step whose loss or gradients are not finite leaves params and optimizer state unchanged (as
+  optax.apply_if_finite does, without changing the optimizer state's structure).
+  """
 
   def summed_loss(params, batch):
     model = nnx.merge(graphdef, params)
@@ -70,15 +76,23 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     grads = jax.tree.map(lambda g: g / tokens, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    loss, grad_norm = sums["loss"] / tokens, optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if skip_nonfinite:
+      keep = lambda new, old: jnp.where(finite, new, old)
+      params = jax.tree.map(keep, params, state.params)
+      opt_state = jax.tree.map(keep, opt_state, state.opt_state)
     metrics = {
-        "loss": sums["loss"] / tokens,
+        "loss": loss,
         "tokens": sums["tokens"],
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
         "learning_rate": schedule(state.step),
+        "finite": finite.astype(jnp.float32),
     }
     for name in modality_ranges:
       count = sums[f"tokens_{name}"]
-      metrics[f"loss_{name}"] = jnp.where(count > 0, sums[f"loss_{name}"] / jnp.maximum(count, 1.0), jnp.nan)
+      metrics[f"loss_{name}"] = sums[f"loss_{name}"] / jnp.maximum(count, 1.0)
+      metrics[f"tokens_{name}"] = count
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

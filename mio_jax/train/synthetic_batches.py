@@ -38,6 +38,8 @@ def synthetic_row(seed: int, step: int, row: int, seq_len: int, vocab_size: int)
 class SyntheticBatches:
   """Iterator of global batches sharded by `batch_sharding`; each process builds only its rows."""
 
+  state_is_global = True  # the step counter means the same to any number of processes
+
   def __init__(self, *, seed: int, global_batch: int, seq_len: int, vocab_size: int,
                batch_sharding: NamedSharding, process_index: int = 0, process_count: int = 1):
     if global_batch % process_count:

@@ -12,6 +12,7 @@ from mio_jax.model.attention import available_impls
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape
 from mio_jax.parallel.rules import MESH_AXES, get_rules
+from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
 from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
 
 
@@ -79,6 +80,15 @@ def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
   if init_from and not os.path.exists(init_from):
     key = "config.init_from" if config.get("init_from") else "config.runs_dir/previous_run"
     raise ConfigError(f"{key}={init_from!r} does not exist")
-  if config.train.steps < 1:
-    raise ConfigError(f"config.train.steps={config.train.steps} must be at least 1")
+  t = config.train
+  if t.steps < 1:
+    raise ConfigError(f"config.train.steps={t.steps} must be at least 1")
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"):
+    if t[key] < 1:
+      raise ConfigError(f"config.train.{key}={t[key]} must be at least 1")
+  if t.keep_period < 0:
+    raise ConfigError(f"config.train.keep_period={t.keep_period} must be 0 (off) or a step count")
+  if t.on_nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"config.train.on_nonfinite={t.on_nonfinite!r} is not one of "
+                      f"{', '.join(NONFINITE_POLICIES)}")
   return axes
