@@ -26,12 +26,13 @@ def main(argv):
   del argv
   from mio_jax.console import setup_console_logging
   from mio_jax.train.loop import train
+  from mio_jax.parallel.mesh import MeshConfigError
   from mio_jax.train.validate import ConfigError
 
   setup_console_logging()
   try:
     result = train(flags.FLAGS.config, flags.FLAGS.workdir)
-  except ConfigError as e:
+  except (ConfigError, MeshConfigError) as e:  # bad config, or a job launched without its coordinator
     sys.exit(f"config error: {e}")
   print(f"trained to step {result.final_step}; workdir {os.path.abspath(result.workdir)}")
 
