@@ -3,6 +3,11 @@
 A process feeds the rows its devices hold under the batch sharding. When a model axis (tensor)
 spans processes, those processes hold the same rows and must feed identical data; `BatchShard`
 numbers the distinct row blocks so that such processes read the same records too.
+
+jax.make_array_from_process_local_data (jax 0.10) takes exactly these rows: local data of
+`rows.stop - rows.start` rows (the whole batch when every process holds every row) is placed by
+the start of each device's rows, and replicas' copies are taken on trust, unchecked, so feeding
+different data to two processes that share rows silently trains on inconsistent replicas.
 """
 
 from __future__ import annotations

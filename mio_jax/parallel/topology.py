@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from typing import Any, Sequence
 
 import jax
@@ -69,6 +70,10 @@ def device_topology(devices: Sequence[Any] | None = None, *, processes_per_node:
   if len(set(sizes.values())) > 1:
     raise TopologyError(f"devices: each {unit} must hold the same number of devices, got {sizes} "
                         "(set config.mesh.processes_per_node if processes are not per-node blocks)")
+  if unit == "process" and len(groups) > 1 and set(sizes.values()) == {1}:
+    logging.getLogger(__name__).warning(
+        "each process holds one device and the runtime names no hosts: every process is its own "
+        "node, so ici axes (fsdp) stay within one device; set config.mesh.processes_per_node")
   return Topology(tuple(tuple(groups[k]) for k in sorted(groups)), unit)
 
 

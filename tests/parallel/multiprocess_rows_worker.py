@@ -1,9 +1,11 @@
 """One process of tests/parallel/test_multiprocess_rows.py: mesh, this process's rows, one reduction.
 
-argv[1]: JSON {"ici": {...}, "dcn": {...}, "processes_per_node": N, "global_batch": B}. Prints one
-line "RESULT <json>" (gloo also writes to stdout): the process's BatchShard, the mesh's device grid as (process, local rank) pairs, and
-sum over rows r and columns c of inputs[r, c] * (r + 1) * (c + 1), computed with the columns split
-over the tensor axis, so every replica's copy of the rows takes part.
+argv[1]: JSON {"ici": {...}, "dcn": {...}, "processes_per_node": N, "global_batch": B} and, for
+the grain pipeline instead of synthetic batches, "pipeline": {"data_dir": ..., "text_model": ...}.
+Prints one line "RESULT <json>" (gloo also writes to stdout): the process's BatchShard, the mesh's
+device grid as (process, local rank) pairs, and the sum mod 2**32 over rows r and columns c of
+inputs[r, c] * (r + 1) * (c + 1), computed with the columns split over the tensor axis, so every
+replica's copy of the rows takes part.
 """
 
 import json
@@ -25,9 +27,9 @@ SEED, SEQ_LEN, VOCAB = 3, 16, 101
 def weighted_sum(mesh, inputs):
   def f(x):
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(("data", "fsdp"), "tensor")))
-    rows = jnp.arange(1, x.shape[0] + 1)[:, None]
-    cols = jnp.arange(1, x.shape[1] + 1)[None, :]
-    return jnp.sum(x * rows * cols)
+    rows = jnp.arange(1, x.shape[0] + 1, dtype=jnp.uint32)[:, None]
+    cols = jnp.arange(1, x.shape[1] + 1, dtype=jnp.uint32)[None, :]
+    return jnp.sum(x.astype(jnp.uint32) * rows * cols, dtype=jnp.uint32)  # wraps as the oracle does
   return int(jax.jit(f, out_shardings=NamedSharding(mesh, P()))(inputs))
 
 
@@ -46,8 +48,16 @@ def main():
   mesh = mesh_lib.make_mesh(cfg, topology)
   sharding = NamedSharding(mesh, batch_spec())
   shard = batch_shard(sharding, args["global_batch"])
-  batches = SyntheticBatches(seed=SEED, global_batch=args["global_batch"], seq_len=SEQ_LEN,
-                             vocab_size=VOCAB, batch_sharding=sharding, shard=shard)
+  if "pipeline" in args:
+    from mio_jax.data import synthetic
+    from mio_jax.data.pipeline import make_train_iterator
+    p = args["pipeline"]
+    data_cfg = synthetic.pipeline_config(p["data_dir"], p["text_model"], {"pairs": 1}, worker_count=0,
+                                         global_batch=args["global_batch"], seq_len=p["seq_len"])
+    batches = make_train_iterator(data_cfg, batch_sharding=sharding, shard=shard)
+  else:
+    batches = SyntheticBatches(seed=SEED, global_batch=args["global_batch"], seq_len=SEQ_LEN,
+                               vocab_size=VOCAB, batch_sharding=sharding, shard=shard)
   inputs = next(batches)["inputs"]
   print("RESULT", json.dumps(dict(
       process=jax.process_index(), unit=topology.unit, shape=dict(mesh.shape),

@@ -13,19 +13,27 @@ import numpy as np
 import pytest
 from multiprocess_helpers import run_processes
 
+from mio_jax.data import pipeline, synthetic
+from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.train.synthetic_batches import synthetic_row
+from mio_jax.vocab import Vocabulary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "multiprocess_rows_worker.py")
 
 
+def weighted(x):
+  """sum of x[r, c] * (r + 1) * (c + 1), mod 2**32 as the worker's uint32 sum."""
+  rows, cols = np.arange(1, x.shape[0] + 1)[:, None], np.arange(1, x.shape[1] + 1)[None, :]
+  return int(np.sum(x.astype(np.int64) * rows * cols) % 2**32)
+
+
 def expected_weighted(global_batch, seed=3, seq_len=16, vocab=101):
-  x = np.stack([synthetic_row(seed, 0, r, seq_len, vocab)["inputs"] for r in range(global_batch)])
-  return int(np.sum(x.astype(np.int64) * np.arange(1, global_batch + 1)[:, None]
-                    * np.arange(1, seq_len + 1)[None, :]))
+  return weighted(np.stack([synthetic_row(seed, 0, r, seq_len, vocab)["inputs"]
+                            for r in range(global_batch)]))
 
 
-def run(num_processes, devices_per_process, **args):
+def run(num_processes, devices_per_process, **args) -> list[dict]:
   results = run_processes([sys.executable, WORKER, json.dumps(args)], num_processes,
                           devices_per_process, timeout=240)
   for i, r in enumerate(results):
@@ -50,6 +58,23 @@ def test_tensor_across_process_pairs_data_across_pairs():
   assert out[0]["shape"] == {"data": 2, "fsdp": 1, "tensor": 4}
   assert [o["shard"] for o in out] == [[0, 2, 0, 4], [0, 2, 0, 4], [1, 2, 4, 8], [1, 2, 4, 8]]
   assert [o["weighted"] for o in out] == [expected_weighted(8)] * 4
+
+
+def test_grain_pipeline_processes_sharing_rows_read_the_same_records(tmp_path):
+  # As above, through the shard pipeline: each pair reads records [block::2] and feeds its rows.
+  text_model = synthetic.tiny_text_model(str(tmp_path / "sp"))
+  synthetic.write_shards(str(tmp_path / "pairs"), "image_text", num_samples=40, num_shards=2)
+  p = dict(data_dir=str(tmp_path), text_model=text_model, seq_len=64)
+  out = run(4, 2, ici=dict(tensor=4), dcn=dict(data=2), processes_per_node=2, global_batch=8, pipeline=p)
+  assert [o["shard"] for o in out] == [[0, 2, 0, 4], [0, 2, 0, 4], [1, 2, 4, 8], [1, 2, 4, 8]]
+  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, worker_count=0,
+                                  global_batch=8, seq_len=64)
+  vocab = Vocabulary.from_config(cfg.vocab)
+  blocks = [next(iter(pipeline.build_dataset(cfg.data, vocab, shard=BatchShard(b, 2, slice(4 * b, 4 * b + 4)))))
+            for b in range(2)]
+  full = np.concatenate([b["inputs"] for b in blocks])
+  assert len({tuple(r) for r in full}) == 8  # eight different rows: the blocks are not copies
+  assert [o["weighted"] for o in out] == [weighted(full)] * 4
 
 
 def test_processes_on_one_host_form_one_node():

@@ -4,6 +4,8 @@ Expected grids are worked by hand: a Mesh axis index is dcn index * ici size + i
 inside a node go in id order; a TPU v4 2x2x2 slice lays an axis over physical (x, y, z), x major.
 """
 
+import logging
+
 import ml_collections
 import numpy as np
 import pytest
@@ -42,10 +44,13 @@ def test_gpu_two_nodes_fsdp_inside_node_data_across(processes_per_node):
   np.testing.assert_array_equal(ids(mesh)[..., 0], [list(range(8)), list(range(8, 16))])
 
 
-def test_gpu_processes_per_node_override_when_runtime_has_no_slice_index():
+def test_gpu_processes_per_node_override_when_runtime_has_no_slice_index(caplog):
   devices = gpu_nodes(2, 8, 8, with_slice_index=False)
-  # Without help every 1-GPU process is its own granule: fsdp would be 1 (the 7B state replicated).
-  assert dict(make_mesh(mesh_cfg(dict(fsdp=-1), dict(data=-1)), devices).shape)["fsdp"] == 1
+  # Without help every 1-GPU process is its own granule: fsdp would be 1 (the 7B state replicated),
+  # and a warning names the override.
+  with caplog.at_level(logging.WARNING):
+    assert dict(make_mesh(mesh_cfg(dict(fsdp=-1), dict(data=-1)), devices).shape)["fsdp"] == 1
+  assert "config.mesh.processes_per_node" in caplog.text
   mesh = make_mesh(mesh_cfg(dict(fsdp=-1), dict(data=-1), processes_per_node=8), devices)
   assert dict(mesh.shape) == {"data": 2, "fsdp": 8, "tensor": 1}
   np.testing.assert_array_equal(ids(mesh)[..., 0], [list(range(8)), list(range(8, 16))])
