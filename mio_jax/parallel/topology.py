@@ -6,8 +6,8 @@ One rule, used by both config validation and mesh construction, so they cannot d
    For launchers whose hosts XLA cannot tell apart; ranks must be placed in contiguous blocks per
    node, as SLURM's default block distribution and torchrun do.
 2. Devices with a `slice_index`: that index. On TPU it is the slice (ICI domain); on GPU (and CPU)
-   multi-process jobs XLA sets it to the host, numbered by each host's kernel boot id (or to
-   JAX_PARTITION_INDEX when set), so one process per GPU still groups the node's 8 GPUs together.
+   multi-process jobs XLA sets it to the host, numbered by each host's kernel boot id, so one
+   process per GPU still groups the node's 8 GPUs together.
 3. Otherwise each process is its own granule (older runtimes without `slice_index`).
 """
 
@@ -42,10 +42,6 @@ class Topology:
   @property
   def num_devices(self) -> int:
     return self.num_granules * self.devices_per_granule
-
-  @property
-  def devices(self) -> list[Any]:
-    return [d for g in self.granules for d in g]
 
 
 def _granule_key(devices: Sequence[Any], processes_per_node: int) -> tuple[str, Any]:
