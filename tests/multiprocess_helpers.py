@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Sequence
@@ -85,9 +84,3 @@ def run_processes(argv: Sequence[str], num_processes: int, devices_per_process: 
       out.close()
       err.close()
 
-
-def run_python(code_or_path: str, num_processes: int, devices_per_process: int, **kwargs):
-  """run_processes for a script path, or for inline code when the string is not a file."""
-  argv = ([sys.executable, code_or_path] if os.path.exists(code_or_path)
-          else [sys.executable, "-c", code_or_path])
-  return run_processes(argv, num_processes, devices_per_process, **kwargs)
