@@ -87,9 +87,12 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
   c.previous_run = {1: "yi6b_mio", 2: "stage1", 3: "stage2", 4: "stage3"}[stage]
 
   # data x fsdp x tensor inside a slice/node (ici) and across slices/nodes (dcn); -1 fills.
+  # processes_per_node: 0 finds nodes from the devices; N > 0 makes each N consecutive processes one
+  # node (for launchers whose hosts XLA cannot tell apart; mio_jax/parallel/topology.py).
   c.mesh = ml_collections.ConfigDict(dict(
       ici=dict(data=1, fsdp=-1, tensor=1),
       dcn=dict(data=-1, fsdp=1, tensor=1),
+      processes_per_node=0,
   ))
   c.sharding = ml_collections.ConfigDict(dict(rules="fsdp"))  # a name in RULE_SETS, or a list of pairs
 

@@ -28,12 +28,13 @@ def main(argv):
   from mio_jax.train.checkpoint import CheckpointError
   from mio_jax.train.divergence import TrainingHalted
   from mio_jax.train.loop import train
+  from mio_jax.parallel.mesh import MeshConfigError
   from mio_jax.train.validate import ConfigError
 
   setup_console_logging()
   try:
     result = train(flags.FLAGS.config, flags.FLAGS.workdir)
-  except ConfigError as e:
+  except (ConfigError, MeshConfigError) as e:  # bad config, or a job launched without its coordinator
     sys.exit(f"config error: {e}")
   except TrainingHalted as e:
     sys.exit(f"training halted: {e}")

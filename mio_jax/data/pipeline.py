@@ -1,10 +1,12 @@
-"""The grain input pipeline: sources -> host split -> shuffle -> mix -> template -> pack -> batch.
+"""The grain input pipeline: sources -> row-block split -> shuffle -> mix -> template -> pack -> batch.
 
-Per source (a glob of shards): records [process_index::process_count] (disjoint and complete over
-hosts), shuffled with a per-source seed (reshuffled each epoch), repeated forever. Sources are mixed
-by weight (grain MapDataset.mix: exact proportions of samples), each sample is templated and
-tokenized with a random stream keyed by its index (so the pipeline is deterministic for a seed),
-in worker processes if configured, then packed and batched to this host's rows in this process. `make_train_iterator` turns the local rows into global
+Per source (a glob of shards): records [shard.index::shard.count], one split per distinct block of
+batch rows (mio_jax/parallel/batch_split.py: processes holding the same rows read the same records;
+the splits are disjoint and complete), shuffled with a per-source seed (reshuffled each epoch),
+repeated forever. Sources are mixed by weight (grain MapDataset.mix: exact proportions of samples),
+each sample is templated and tokenized with a random stream keyed by its index (so the pipeline is
+deterministic for a seed), in worker processes if configured, then packed and batched to this
+process's rows (shard.rows) in this process. `make_train_iterator` turns the local rows into global
 jax.Arrays and checkpoints grain's iterator state.
 """
 
@@ -22,6 +24,7 @@ from absl import flags
 
 from mio_jax.data import packing, shards
 from mio_jax.data.templates import TemplateOptions, build_tokens
+from mio_jax.parallel.batch_split import BatchShard, batch_shard
 from mio_jax.vocab import Vocabulary
 
 STATE_VERSION = 1
@@ -136,10 +139,13 @@ def source_names(data_cfg) -> tuple[str, ...]:
   return tuple(name for name in sorted(data_cfg.sources) if data_cfg.sources[name].weight > 0)
 
 
-def build_examples(data_cfg, vocab: Vocabulary, *, process_index: int = 0, process_count: int = 1,
+def build_examples(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = None,
                    num_epochs: int | None = None) -> grain.MapDataset:
-  """The mixed, templated MapDataset of one host's per-sample examples (infinite by default;
-  with num_epochs and one source, exactly that many passes over the host's records)."""
+  """The mixed, templated MapDataset of one row block's per-sample examples (infinite by default;
+  with num_epochs and one source, exactly that many passes over the block's records).
+
+  `shard` (default: one reader for everything) picks records [shard.index::shard.count]."""
+  shard = shard or BatchShard.whole(int(data_cfg.global_batch))
   names = source_names(data_cfg)
   if not names:
     raise ValueError("config.data.sources: no source has weight > 0")
@@ -151,10 +157,10 @@ def build_examples(data_cfg, vocab: Vocabulary, *, process_index: int = 0, proce
       raise ValueError(f"config.data.sources.{name}.kinds: unknown kinds {sorted(unknown)}")
     source = ShardSource(resolve_shards(data_cfg, name), on_corrupt=data_cfg.on_corrupt,
                          kinds=kinds)
-    ds = grain.MapDataset.source(source)[process_index::process_count]
+    ds = grain.MapDataset.source(source)[shard.index::shard.count]
     if len(ds) == 0:
-      raise ValueError(f"config.data.sources.{name}: {len(source)} records, none for host "
-                       f"{process_index} of {process_count}")
+      raise ValueError(f"config.data.sources.{name}: {len(source)} records, none for row block "
+                       f"{shard.index} of {shard.count}")
     parts.append(ds.shuffle(seed=data_cfg.seed + 1009 * (k + 1)).repeat(num_epochs).map(_Tag(k)))
   weights = [float(data_cfg.sources[n].weight) for n in names]
   mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
@@ -162,18 +168,13 @@ def build_examples(data_cfg, vocab: Vocabulary, *, process_index: int = 0, proce
   return mixed.seed(data_cfg.seed).random_map(fn)
 
 
-def local_rows(data_cfg, process_count: int) -> int:
-  if data_cfg.global_batch % process_count:
-    raise ValueError(f"config.data.global_batch={data_cfg.global_batch} is not divisible by "
-                     f"{process_count} processes")
-  return data_cfg.global_batch // process_count
+def local_rows(data_cfg, shard: BatchShard | None) -> int:
+  return (shard or BatchShard.whole(int(data_cfg.global_batch))).num_rows
 
 
-def build_dataset(data_cfg, vocab: Vocabulary, *, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
-  """This host's batches: dicts of numpy [global_batch // process_count, seq_len] plus `stats`."""
-  examples = build_examples(data_cfg, vocab, process_index=process_index,
-                            process_count=process_count)
+def build_dataset(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = None) -> grain.IterDataset:
+  """This process's batches: dicts of numpy [shard.num_rows, seq_len] plus `stats`."""
+  examples = build_examples(data_cfg, vocab, shard=shard)
   ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=int(data_cfg.read_threads),
                                                   prefetch_buffer_size=64))
   if data_cfg.worker_count > 0:
@@ -189,7 +190,7 @@ def build_dataset(data_cfg, vocab: Vocabulary, *, process_index: int = 0,
         per_worker_buffer_size=int(data_cfg.worker_buffer_size)))
   ds = packing.pack(ds, seq_len=data_cfg.seq_len, packing_bins=data_cfg.packing_bins,
                     max_segments_per_row=data_cfg.max_segments_per_row)
-  ds = ds.batch(local_rows(data_cfg, process_count), drop_remainder=True)
+  ds = ds.batch(local_rows(data_cfg, shard), drop_remainder=True)
   return ds
 
 
@@ -210,10 +211,12 @@ def resolve_data_config(config):
 
 
 class TrainIterator:
-  """Global batches for the train loop; `get_state`/`set_state` for the checkpoint (JSON)."""
+  """Global batches for the train loop; `get_state`/`set_state` for the checkpoint (JSON).
 
-  def __init__(self, config, *, batch_sharding: jax.sharding.NamedSharding, process_index: int,
-               process_count: int):
+  `shard` defaults to this process's rows under `batch_sharding` (batch_split.batch_shard)."""
+
+  def __init__(self, config, *, batch_sharding: jax.sharding.NamedSharding,
+               shard: BatchShard | None = None):
     self.data_cfg = resolve_data_config(config)
     if not config.vocab.get("text_model"):
       raise ValueError("config.vocab.text_model is not set: the shard pipeline needs a "
@@ -222,8 +225,8 @@ class TrainIterator:
     self.source_names = source_names(self.data_cfg)
     self._sharding = batch_sharding
     self._shape = (int(self.data_cfg.global_batch), int(self.data_cfg.seq_len))
-    ds = build_dataset(self.data_cfg, self.vocab, process_index=process_index,
-                       process_count=process_count)
+    shard = shard or batch_shard(batch_sharding, self._shape[0])
+    ds = build_dataset(self.data_cfg, self.vocab, shard=shard)
     self._it = iter(ds)
     self._totals = np.zeros(len(self.source_names) + len(packing.STAT_NAMES), np.int64)
 
@@ -231,7 +234,7 @@ class TrainIterator:
     return self
 
   def next_local(self) -> dict[str, np.ndarray]:
-    """This host's rows as numpy (stats counted, not returned)."""
+    """This process's rows as numpy (stats counted, not returned)."""
     batch = next(self._it)
     self._totals += batch.pop("stats").sum(axis=0)
     return batch
@@ -242,7 +245,7 @@ class TrainIterator:
             for k in KEYS}
 
   def stats(self) -> dict[str, int]:
-    """This host's counters so far: samples per source, truncated, dropped, skipped."""
+    """This process's counters so far: samples per source, truncated, dropped, skipped."""
     names = [f"samples/{n}" for n in self.source_names] + list(packing.STAT_NAMES)
     return dict(zip(names, (int(x) for x in self._totals)))
 
@@ -262,7 +265,6 @@ class TrainIterator:
       close()
 
 
-def make_train_iterator(config, *, batch_sharding: jax.sharding.NamedSharding, process_index: int,
-                        process_count: int) -> TrainIterator:
-  return TrainIterator(config, batch_sharding=batch_sharding, process_index=process_index,
-                       process_count=process_count)
+def make_train_iterator(config, *, batch_sharding: jax.sharding.NamedSharding,
+                        shard: BatchShard | None = None) -> TrainIterator:
+  return TrainIterator(config, batch_sharding=batch_sharding, shard=shard)

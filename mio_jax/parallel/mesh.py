@@ -1,14 +1,17 @@
-"""The one device mesh: axes (data, fsdp, tensor), sized inside a slice/node (ici) and across (dcn).
+"""The one device mesh: axes (data, fsdp, tensor), sized inside a granule (ici) and across them (dcn).
 
 `config.mesh.ici` and `config.mesh.dcn` give per-axis sizes; one -1 in each fills what is left.
-With more than one slice (TPU multislice) or node (GPU), the mesh is a hybrid one so that the dcn
-axes cross the slow network and the ici axes stay inside fast interconnect.
+A granule is a TPU slice or a GPU node (mio_jax/parallel/topology.py decides which devices form
+one); the dcn axes cross the slow network between granules and the ici axes stay inside each.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
+import time
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -16,23 +19,54 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 from mio_jax.parallel.rules import MESH_AXES
+from mio_jax.parallel.topology import Topology, TopologyError, config_topology
 
 
 class MeshConfigError(ValueError):
   pass
 
 
-def maybe_initialize_distributed() -> None:
-  """Join the multi-process job when launched as one (TPU pod, SLURM or explicit coordinator)."""
-  if jax.distributed.is_initialized():
+_LAUNCHER_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+                  "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+  """Fail in one line if nothing listens at `address`: jax's client aborts the process instead."""
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)):
+        return
+    except (OSError, ValueError) as e:
+      if isinstance(e, ValueError) or time.monotonic() >= deadline:
+        raise MeshConfigError(f"JAX_COORDINATOR_ADDRESS={address}: no coordinator answered within "
+                              f"{timeout_s:g}s ({type(e).__name__}: {e}); is process 0 running "
+                              "and the address reachable from this host?") from None
+      time.sleep(0.5)
+
+
+def maybe_initialize_distributed(timeout_s: int = 300) -> None:
+  """Join the multi-process job when launched as one (TPU pod, SLURM or explicit coordinator).
+
+  JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and JAX_PROCESS_ID starts an explicit job (jax
+  0.10 itself reads only the address); otherwise jax's cluster detection fills in what is unset.
+  """
+  if jax.distributed.is_initialized() or not any(k in os.environ for k in _LAUNCHER_VARS):
     return
-  launched_multi = any(k in os.environ for k in (
-      "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
-  if launched_multi:
-    jax.distributed.initialize()
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+  if (num is None) != (pid is None):
+    raise MeshConfigError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be set together, got "
+                          f"JAX_NUM_PROCESSES={num} JAX_PROCESS_ID={pid}")
+  num, pid = (int(num), int(pid)) if num is not None else (None, None)
+  if address and pid:  # process 0 starts the coordinator; the others must reach it
+    _wait_for_coordinator(address, timeout_s)
+  jax.distributed.initialize(address, num, pid, initialization_timeout=timeout_s)
 
 
-def resolve_axis_sizes(sizes: dict[str, int], total: int, key: str) -> tuple[int, ...]:
+def resolve_axis_sizes(sizes: dict[str, int], total: int, key: str,
+                       unit: str = "devices") -> tuple[int, ...]:
   """Per-axis sizes in MESH_AXES order with one -1 filled so the product is `total`."""
   unknown = [a for a in sizes if a not in MESH_AXES]
   if unknown:
@@ -46,39 +80,48 @@ def resolve_axis_sizes(sizes: dict[str, int], total: int, key: str) -> tuple[int
     raise MeshConfigError(f"{key}: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, values))}")
   if fills:
     if total % known:
-      raise MeshConfigError(f"{key}: {dict(zip(MESH_AXES, values))} cannot fill {total} devices")
+      raise MeshConfigError(f"{key}: {dict(zip(MESH_AXES, values))} cannot fill {total} {unit}")
     values[fills[0]] = total // known
   if math.prod(values) != total:
     raise MeshConfigError(
-        f"{key}: {dict(zip(MESH_AXES, values))} uses {math.prod(values)} devices but there are {total}")
+        f"{key}: {dict(zip(MESH_AXES, values))} uses {math.prod(values)} {unit} but there are {total}")
   return tuple(values)
 
 
-def mesh_shape(mesh_config, num_devices: int, num_slices: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  """(ici_shape, dcn_shape) for the config, validated against the device count."""
-  dcn = resolve_axis_sizes(dict(mesh_config.dcn), num_slices, "config.mesh.dcn")
-  ici = resolve_axis_sizes(dict(mesh_config.ici), num_devices // num_slices, "config.mesh.ici")
+def mesh_topology(mesh_config, devices=None) -> Topology:
+  """The device topology for this config (jax.devices() by default), errors as MeshConfigError."""
+  try:
+    return config_topology(mesh_config, devices)
+  except TopologyError as e:
+    raise MeshConfigError(str(e)) from None
+
+
+def mesh_shape(mesh_config, topology: Topology) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(ici_shape, dcn_shape) for the config: dcn over the granules, ici over each granule's devices."""
+  dcn = resolve_axis_sizes(dict(mesh_config.dcn), topology.num_granules, "config.mesh.dcn",
+                           f"{topology.unit}s")
+  ici = resolve_axis_sizes(dict(mesh_config.ici), topology.devices_per_granule, "config.mesh.ici",
+                           "devices" if topology.num_granules == 1 else f"devices per {topology.unit}")
   return ici, dcn
 
 
-def _num_slices(devices) -> int:
-  slice_ids = {getattr(d, "slice_index", 0) for d in devices}
-  if len(slice_ids) > 1:
-    return len(slice_ids)
-  return jax.process_count() if devices[0].platform == "gpu" and jax.process_count() > 1 else 1
+def _granule_grid(ici: tuple[int, ...], devices) -> np.ndarray:
+  try:  # TPU: follows the torus; GPU: sorts by global id
+    return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+  except (NotImplementedError, AssertionError, ValueError, AttributeError):
+    return np.asarray(devices, dtype=object).reshape(ici)  # CPU / unknown topology: plain order
 
 
-def make_mesh(mesh_config, devices=None) -> Mesh:
-  devices = list(devices if devices is not None else jax.devices())
-  num_slices = _num_slices(devices)
-  ici, dcn = mesh_shape(mesh_config, len(devices), num_slices)
-  if num_slices > 1:
-    granule = "slice_index" if hasattr(devices[0], "slice_index") else "process_index"
-    grid = mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, devices, process_is_granule=granule == "process_index", allow_split_physical_axes=True)
-  else:
-    try:
-      grid = mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
-    except (NotImplementedError, AssertionError, ValueError):
-      grid = np.asarray(devices).reshape(ici)  # CPU / unknown topology: plain order is fine.
-  return Mesh(grid, MESH_AXES)
+def make_mesh(mesh_config, devices: Sequence | Topology | None = None) -> Mesh:
+  """The (data, fsdp, tensor) mesh over `devices` (default jax.devices()) or a Topology of them.
+
+  On each axis, index = dcn index * ici size + ici index: granules are the outer blocks.
+  """
+  topology = devices if isinstance(devices, Topology) else mesh_topology(mesh_config, devices)
+  ici, dcn = mesh_shape(mesh_config, topology)
+  # As mesh_utils.create_hybrid_device_mesh, but over our granules (it knows only slices or processes).
+  grids = [_granule_grid(ici, list(g)) for g in topology.granules]
+  blocks = np.empty(dcn, dtype=object)
+  for i, index in enumerate(np.ndindex(*dcn)):
+    blocks[index] = grids[i]
+  return Mesh(np.block(blocks.tolist()), MESH_AXES)

@@ -20,6 +20,7 @@ from mio_jax.export.run_config import resolve_init_from, save_run_config
 from mio_jax.kernels import configure_block_sizes
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
+from mio_jax.parallel.batch_split import batch_shard
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
@@ -43,8 +44,9 @@ class TrainResult:
 
 
 def make_batches(config, batch_sharding: NamedSharding) -> Iterator[dict[str, jax.Array]]:
-  kwargs = dict(batch_sharding=batch_sharding, process_index=jax.process_index(),
-                process_count=jax.process_count())
+  # Rows per data-parallel replica: processes that share rows (tensor across hosts) feed the same.
+  kwargs = dict(batch_sharding=batch_sharding,
+                shard=batch_shard(batch_sharding, config.data.global_batch))
   if config.data.source == "synthetic":
     return SyntheticBatches(seed=config.data.seed, global_batch=config.data.global_batch,
                             seq_len=config.data.seq_len, vocab_size=config.model.vocab_size, **kwargs)
@@ -80,7 +82,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   no checkpoint of the workdir restores.
   """
   mesh_lib.maybe_initialize_distributed()
-  validate(config, jax.device_count())
+  validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   if jax.process_index() == 0:
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model

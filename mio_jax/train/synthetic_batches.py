@@ -2,7 +2,8 @@
 
 Each row packs several samples; each sample is an arithmetic progression of token ids (random
 start and stride), so a model can learn it and the loss visibly falls. Row r of step s depends only
-on (seed, s, r): any host can make exactly its own rows, and resuming needs only the step number.
+on (seed, s, r): any process can make exactly its own rows (those its devices hold, per
+mio_jax/parallel/batch_split.py), and resuming needs only the step number.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
+
+from mio_jax.parallel.batch_split import BatchShard, batch_shard
 
 
 def synthetic_row(seed: int, step: int, row: int, seq_len: int, vocab_size: int) -> dict[str, np.ndarray]:
@@ -36,19 +39,20 @@ def synthetic_row(seed: int, step: int, row: int, seq_len: int, vocab_size: int)
 
 
 class SyntheticBatches:
-  """Iterator of global batches sharded by `batch_sharding`; each process builds only its rows."""
+  """Iterator of global batches sharded by `batch_sharding`; each process builds only its rows.
+
+  `shard` defaults to this process's rows under `batch_sharding`.
+  """
 
   state_is_global = True  # the step counter means the same to any number of processes
 
   def __init__(self, *, seed: int, global_batch: int, seq_len: int, vocab_size: int,
-               batch_sharding: NamedSharding, process_index: int = 0, process_count: int = 1):
-    if global_batch % process_count:
-      raise ValueError(f"config.data.global_batch={global_batch} is not divisible by {process_count} processes")
+               batch_sharding: NamedSharding, shard: BatchShard | None = None):
+    shard = shard or batch_shard(batch_sharding, global_batch)
     self.seed, self.seq_len, self.vocab_size = seed, seq_len, vocab_size
     self.global_shape = (global_batch, seq_len)
     self.sharding = batch_sharding
-    rows = global_batch // process_count
-    self.rows = range(process_index * rows, (process_index + 1) * rows)
+    self.rows = range(shard.rows.start, shard.rows.stop)
     self.step = 0
 
   def __iter__(self):

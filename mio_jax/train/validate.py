@@ -6,12 +6,14 @@ Each failure is one line naming the config key, raised as `ConfigError`.
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from mio_jax.export.run_config import resolve_init_from
 from mio_jax.model.attention import available_impls
 from mio_jax.model.transformer import REMAT_POLICIES
-from mio_jax.parallel.mesh import MeshConfigError, mesh_shape
+from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
+from mio_jax.parallel.topology import Topology
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
 from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
 
@@ -28,10 +30,14 @@ def modality_ranges(vocab: Vocabulary) -> dict[str, tuple[int, int]]:
           "speech": (vocab.speech_base, vocab.speech_base + speech_ids)}
 
 
-def validate(config, num_devices: int, num_slices: int = 1) -> dict[str, int]:
-  """Raise ConfigError for the first problem; return the resolved mesh axis sizes."""
+def validate(config, devices: Sequence | Topology) -> dict[str, int]:
+  """Raise ConfigError for the first problem; return the resolved mesh axis sizes.
+
+  `devices` (e.g. jax.devices()) are grouped into slices/nodes by mesh_topology, as make_mesh does.
+  """
   try:
-    ici, dcn = mesh_shape(config.mesh, num_devices, num_slices)
+    topology = devices if isinstance(devices, Topology) else mesh_topology(config.mesh, devices)
+    ici, dcn = mesh_shape(config.mesh, topology)
   except MeshConfigError as e:
     raise ConfigError(str(e)) from None
   axes = {a: i * d for a, i, d in zip(MESH_AXES, ici, dcn)}

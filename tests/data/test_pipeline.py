@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mio_jax.data import packing, pipeline, shards, synthetic
 from mio_jax.data.config import data_config, stage_weights
 from mio_jax.data.pipeline import make_train_iterator
+from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
 
 
@@ -35,9 +36,8 @@ def sharding():
 STAGE1 = {"image_text": 12, "text": 2, "speech_text": 2}
 
 
-def _iterator(cfg, sharding, process_index=0, process_count=1):
-  return make_train_iterator(cfg, batch_sharding=sharding, process_index=process_index,
-                             process_count=process_count)
+def _iterator(cfg, sharding):
+  return make_train_iterator(cfg, batch_sharding=sharding)
 
 
 def _local(batch):
@@ -120,10 +120,10 @@ def test_worker_processes_match_in_process_and_resume(mixed_dir, text_model, sha
   assert restored.stats() == reference.stats()
 
 
-def _epoch_uids(cfg, process_index=0, process_count=1):
+def _epoch_uids(cfg, block=0, blocks=1):
   vocab = Vocabulary.from_config(cfg.vocab)
-  examples = pipeline.build_examples(cfg.data, vocab, process_index=process_index,
-                                     process_count=process_count, num_epochs=1)
+  shard = BatchShard(block, blocks, slice(0, cfg.data.global_batch // blocks))  # rows unused here
+  examples = pipeline.build_examples(cfg.data, vocab, shard=shard, num_epochs=1)
   rows = list(packing.pack(examples.to_iter_dataset(), seq_len=cfg.data.seq_len,
                            packing_bins=4, max_segments_per_row=16))
   uids = []
@@ -151,7 +151,7 @@ def test_host_splits_disjoint_and_complete(tmp_path, text_model):
   assert all(15 <= len(h) <= 17 for h in per_host)
   cfg.data.global_batch = 6
   assert next(iter(pipeline.build_dataset(cfg.data, Vocabulary.from_config(cfg.vocab),
-                                          process_index=1, process_count=3)))["inputs"].shape == (2, 512)
+                                          shard=BatchShard(1, 3, slice(2, 4)))))["inputs"].shape == (2, 512)
 
 
 def test_corrupt_record_error_or_skip(tmp_path, text_model, sharding):

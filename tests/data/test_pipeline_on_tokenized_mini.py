@@ -51,7 +51,7 @@ def test_stage_batches_from_job_shards(mini_shards, stage):
   cfg = _config(stage, mini_shards)
   vocab = Vocabulary.from_config(cfg.vocab)
   sharding = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
-  it = make_train_iterator(cfg, batch_sharding=sharding, process_index=0, process_count=1)
+  it = make_train_iterator(cfg, batch_sharding=sharding)
   b = {k: np.asarray(v) for k, v in next(it).items()}
   assert b["inputs"].shape == (8, 1536) and b["inputs"].max() < vocab.size
   for inp, seg, mask in zip(b["inputs"], b["segment_ids"], b["loss_mask"]):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from fake_devices import cpu_devices
 
 from configs.base import stage_config
 from mio_jax.train.validate import ConfigError, validate
@@ -36,7 +37,7 @@ def test_bad_config_names_its_key(edit, match):
   c = smoke()
   edit(c)
   with pytest.raises(ConfigError, match=match) as info:
-    validate(c, num_devices=8)
+    validate(c, cpu_devices(8))
   assert "\n" not in str(info.value)
 
 
@@ -44,7 +45,7 @@ def test_good_configs_pass_for_every_stage_and_size():
   for stage in (1, 2, 3, 4):
     for size, devices in (("", 128), ("1b", 8), ("40m", 1), ("smoke", 8)):
       c = stage_config(stage, size)
-      validate(c, num_devices=devices)
+      validate(c, cpu_devices(devices))
 
 
 def test_mio_7b_preset_is_exact():
