@@ -3,7 +3,8 @@
   python launch/train.py --config=configs/stage2.py --workdir=/path/to/run \\
       --config.optimizer.peak_lr=1e-4 --config.mesh.ici.tensor=4
 
-`--config=configs/stageN.py:smoke` runs the tiny CPU configuration. Rerunning with the same workdir
+`--config=configs/stageN.py:smoke` runs the tiny CPU configuration; add
+`--config.data.mixed_shards='OUT/shards/*.array_record'` to train it on a tokenization job's shards. Rerunning with the same workdir
 resumes from its latest checkpoint.
 """
 
@@ -25,10 +26,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   from mio_jax.console import setup_console_logging
+  from mio_jax.data.config import shards_if_mixed
   from mio_jax.train.loop import train
   from mio_jax.train.validate import ConfigError
 
   setup_console_logging()
+  shards_if_mixed(flags.FLAGS.config)  # --config.data.mixed_shards=GLOB trains on those shards
   try:
     result = train(flags.FLAGS.config, flags.FLAGS.workdir)
   except ConfigError as e:
