@@ -270,6 +270,25 @@ def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
     _iterator(cfg, sharding)
 
 
+def test_mixed_shards_selection_and_its_errors(tmp_path, text_model):
+  import ml_collections
+  from mio_jax.data.config import shards_if_mixed, source_shards
+  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1, "pairs": 0},
+                                  mixed_shards="job/*.array_record")
+  assert source_shards(cfg.data, "text") == ("job/*.array_record", ("text",))
+  with pytest.raises(ValueError, match=r"^config.data.mixed_shards is set but source 'pairs' is not "
+                     r"a sample kind \(image_text, "):
+    source_shards(cfg.data, "pairs")
+  with pytest.raises(FileNotFoundError, match=rf"^config.data.mixed_shards='job/\*.array_record': "
+                     rf"no files match {tmp_path}/job/\*.array_record$"):
+    pipeline.resolve_shards(cfg.data, "text")
+  for mixed, source, want in (("g", "synthetic", "shards"), ("", "synthetic", "synthetic"),
+                              ("g", "shards", "shards")):
+    c = ml_collections.ConfigDict({"data": {"mixed_shards": mixed, "source": source}})
+    shards_if_mixed(c)
+    assert c.data.source == want
+
+
 def test_minimal_data_config_gets_stage_defaults(tmp_path, text_model, sharding):
   import ml_collections
   full = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
