@@ -59,18 +59,23 @@ class ShardSource:
   """
 
   def __init__(self, paths: list[str], *, on_corrupt: str = "error", kinds: tuple[str, ...] = (),
-               label: str = "shards", pattern: str = ""):
+               label: str = "shards", pattern: str = "", counts: dict[str, int] | None = None):
+    """counts: record counts of shards already opened and checked (filled with the ones opened
+    here): sources over the same mixed shards open each once."""
     if on_corrupt not in ("error", "skip"):
       raise ValueError(f"config.data.on_corrupt={on_corrupt!r} is not one of ('error', 'skip')")
     self.paths, self.on_corrupt = list(paths), on_corrupt
+    counts = {} if counts is None else counts
     lengths, codes = [], []
     for path in self.paths:  # each shard opened once: its count, its header, its kinds index
-      reader = shards.open_reader(path)
-      try:
-        shards.check_shard_version(reader, path)  # another schema version fails here, on open
-        lengths.append(reader.num_records())
-      finally:
-        reader.close()
+      if path not in counts:
+        reader = shards.open_reader(path)
+        try:
+          shards.check_shard_version(reader, path)  # another schema version fails here, on open
+          counts[path] = reader.num_records()
+        finally:
+          reader.close()
+      lengths.append(counts[path])
       if kinds:
         codes.append(kinds_index.read(path, lengths[-1]))
     self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -184,12 +189,12 @@ def build_examples(data_cfg, vocab: Vocabulary, *, process_index: int = 0, proce
   names = source_names(data_cfg)
   if not names:
     raise ValueError("config.data.sources: no source has weight > 0")
-  parts = []
+  parts, counts = [], {}
   for k, name in enumerate(names):
     _, kinds = source_shards(data_cfg, name)
     source = ShardSource(resolve_shards(data_cfg, name), on_corrupt=data_cfg.on_corrupt,
                          kinds=kinds, label=f"config.data.sources.{name}",
-                         pattern=shards_glob(data_cfg, name))
+                         pattern=shards_glob(data_cfg, name), counts=counts)
     ds = grain.MapDataset.source(source)[process_index::process_count]
     if len(ds) == 0:
       raise ValueError(f"config.data.sources.{name}: {len(source)} records, none for host "

@@ -89,10 +89,16 @@ def test_filtered_source_reads_no_record_at_start_and_yields_the_scan(tmp_path, 
   oracle = [(p, str(i), uid) for p, i, uid in _scan_oracle(paths, wanted)]
   decodes = []
   real_decode = shards.decode_sample
-  monkeypatch.setattr(shards, "decode_sample", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
-  source = pipeline.ShardSource(paths, kinds=wanted)
+  monkeypatch.setattr(shards, "decode_sample", lambda *a, **k: decodes.append(0) or real_decode(*a, **k))
+  opened, real_open = [], shards.open_reader
+  monkeypatch.setattr(shards, "open_reader", lambda p: opened.append(p) or real_open(p))
+  counts = {}
+  source = pipeline.ShardSource(paths, kinds=wanted, counts=counts)
   assert decodes == []  # start-up read the index, not the records
   assert len(source) == len(oracle) and _yielded(source) == oracle
+  other = pipeline.ShardSource(paths, kinds=("speech_text",), counts=counts)
+  assert opened == paths and decodes == [0] * len(oracle)  # the second source opened no shard
+  assert _yielded(other) == [(p, str(i), uid) for p, i, uid in _scan_oracle(paths, ("speech_text",))]
 
 
 def test_shards_without_index_are_scanned_with_one_warning(tmp_path, caplog):
