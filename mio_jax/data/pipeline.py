@@ -90,9 +90,9 @@ class ShardSource:
                     "mio_jax.data.kinds_index '%s'", label, len(missing), len(self.paths),
                     kinds_index.sidecar(self.paths[missing[0]]), pattern or self.paths[missing[0]])
       for f in missing:  # undecodable records stay in, to fail or be counted when read
+        found = map(self._kind, range(self._starts[f], self._starts[f + 1]))
         codes[f] = np.asarray([kinds_index.UNDECODABLE if k is None else shards.KINDS.index(k)
-                               for k in map(self._kind, range(self._starts[f], self._starts[f + 1]))],
-                              np.uint8)
+                               for k in found], np.uint8)
       all_codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
       self._keep = np.flatnonzero(np.isin(all_codes, kinds_index.codes_of(kinds))).astype(np.int64)
 

@@ -4,14 +4,15 @@ batches, commit each shard atomically, and account for every sample read.
 Output folder layout:
   plan.json                           the plan every process and rerun must agree with
   shards/shard-NNNNN-of-MMMMM.array_record
-  shards/shard-NNNNN-of-MMMMM.array_record.kinds   each record's kind, one byte each (data/kinds_index.py)
+  shards/shard-NNNNN-of-MMMMM.array_record.kinds   each record's kind (mio_jax/data/kinds_index.py)
   quarantine/shard-NNNNN.jsonl        that shard's quarantined samples
   index/shard-NNNNN.json              the shard's commit record (counts, size, sha256)
   index.json, quarantine.jsonl        merged by whichever process sees every shard committed
 
-A shard is committed in four renames: quarantine file, kinds index, shard file, index record. The index record
-is the commit point: a rerun skips shards that have one and redoes the rest from scratch, and since a
-shard's bytes depend only on its samples, a job killed anywhere and rerun ends with the same files.
+A shard is committed in four renames: quarantine file, kinds index, shard file, index record. The
+index record is the commit point: a rerun skips shards that have one and redoes the rest from
+scratch, and since a shard's bytes depend only on its samples, a job killed anywhere and rerun ends
+with the same files.
 """
 
 import collections
