@@ -28,7 +28,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from mio_jax.data import packing, pipeline, synthetic  # noqa: E402
-from mio_jax.data.config import stage_weights, use_mixed_shards  # noqa: E402
+from mio_jax.data.config import stage_weights  # noqa: E402
 from mio_jax.vocab import Vocabulary  # noqa: E402
 
 KINDS = {"image_text": "image_text", "text": "text", "interleaved": "interleaved",
@@ -120,7 +120,7 @@ def main() -> None:
                                   template_stage=args.stage,
                                   loss_mask="assistant" if args.stage == 4 else "all")
   if args.mixed_shards:
-    use_mixed_shards(cfg.data, os.path.abspath(args.mixed_shards))
+    cfg.data.mixed_shards = os.path.abspath(args.mixed_shards)
   vocab = Vocabulary.from_config(cfg.vocab)
   given = "mixed " + args.mixed_shards if args.mixed_shards else args.data_dir or "synthetic"
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, devices {jax.devices()[0].platform}; "

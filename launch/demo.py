@@ -104,14 +104,13 @@ def tokenize(root: str, log: list) -> dict:
 
 def train_stages(root: str, shards: str, log: list) -> list:
   from configs.base import stage_config
-  from mio_jax.data.config import use_mixed_shards
   from mio_jax.train.loop import train
 
   previous, results = "", []
   for stage in (1, 2, 3, 4):
     config = stage_config(stage, "smoke")
     config.data.source = "shards"
-    use_mixed_shards(config.data, shards)
+    config.data.mixed_shards = shards  # every source reads its own kind from the job's shards
     if FLAGS.steps:
       config.train.steps = FLAGS.steps
     elif stage == 1:

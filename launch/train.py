@@ -3,8 +3,9 @@
   python launch/train.py --config=configs/stage2.py --workdir=/path/to/run \\
       --config.optimizer.peak_lr=1e-4 --config.mesh.ici.tensor=4
 
-`--config=configs/stageN.py:smoke` runs the tiny CPU configuration. Rerunning with the same workdir
-resumes from its latest checkpoint.
+`--config=configs/stageN.py:smoke` runs the tiny CPU configuration; add
+`--config.data.mixed_shards='OUT/shards/*.array_record'` to train it on a tokenization job's shards.
+Rerunning with the same workdir resumes from its latest checkpoint.
 """
 
 import os

@@ -4,13 +4,17 @@
 image-text : text : (interleaved + video) : speech (stage 1 12:2:0:2, stage 2 2:2:6:6, stage 3
 2:1:1:12; the interleaved+video share is split evenly between the two sources). Weights are sample
 proportions. Stage 4 is SFT on conversations with the loss on assistant turns only.
-Shard globs are relative to `data_dir` (absolute globs are used as they are).
+Shard globs are relative to `data_dir` (absolute globs are used as they are); `mixed_shards` points
+every source at one tokenization job's shards, each source keeping its own kind.
 """
 
 from __future__ import annotations
 
+import logging
+
 import ml_collections
 
+from mio_jax.data.shards import KINDS
 from mio_jax.data.templates import DEFAULT_SYSTEM_PROMPT
 
 MIO_RATIOS = {  # image_text, text, interleaved+video, speech_text
@@ -42,10 +46,13 @@ def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
   c.data_dir = "data/shards"
   # One source per shard folder written by the tokenization jobs; weight 0 leaves a source out.
   # `kinds` (comma-separated, "" = all) keeps only those sample kinds: for shards of a job that
-  # tokenized several manifests together (scans the records once at start).
+  # tokenized several manifests together (read from each shard's kinds index at start).
   c.sources = ml_collections.ConfigDict(
       {name: {"shards": f"{name}/*.array_record", "weight": float(w), "kinds": ""}
        for name, w in stage_weights(stage).items()})
+  # A glob of one tokenization job's mixed-kind shards (e.g. OUT/shards/*.array_record): when set,
+  # every source reads it, keeping its own kind, and data.source becomes "shards".
+  c.mixed_shards = ""
   c.seq_len = {"smoke": 512, "small": 1024, "full": 2800}[size]
   # full: MIO's global batch is not published (unverified); 512 x 2800 tokens per step by default.
   c.global_batch = {"smoke": 8, "small": 32, "full": 512}[size]
@@ -68,9 +75,27 @@ def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
   return c
 
 
-def use_mixed_shards(data_cfg, shards_glob: str) -> None:
-  """Points every source at one glob of mixed-kind shards (e.g. the mini corpus job's
-  `{output_dir}/shards/*.array_record`), each source keeping its own kind."""
-  for name in data_cfg.sources:
-    data_cfg.sources[name].shards = shards_glob
-    data_cfg.sources[name].kinds = name
+def source_shards(data_cfg, name: str) -> tuple[str, tuple[str, ...]]:
+  """(glob, kinds kept) of source `name`: with data.mixed_shards set, that glob and the kind `name`
+  (every source reads its own kind from one job's shards), else the source's shards and kinds."""
+  mixed = data_cfg.get("mixed_shards", "")
+  if mixed:
+    if name not in KINDS:
+      raise ValueError(f"config.data.mixed_shards is set but source {name!r} is not a sample kind "
+                       f"({', '.join(KINDS)}); give it shards and kinds instead")
+    return mixed, (name,)
+  kinds = tuple(k for k in data_cfg.sources[name].get("kinds", "").split(",") if k)
+  unknown = set(kinds) - set(KINDS)
+  if unknown:
+    raise ValueError(f"config.data.sources.{name}.kinds: unknown kinds {sorted(unknown)}")
+  return data_cfg.sources[name].shards, kinds
+
+
+def shards_if_mixed(config) -> None:
+  """data.mixed_shards set means training on shards: switches data.source from the smoke
+  presets' "synthetic" to "shards" (the train loop calls it first)."""
+  if config.data.get("mixed_shards") and config.data.get("source", "shards") != "shards":
+    logging.getLogger("mio_jax.data").info(
+        "config.data.mixed_shards=%r: data.source %r -> 'shards'", config.data.mixed_shards,
+        config.data.source)
+    config.data.source = "shards"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 from typing import Any
 
@@ -22,13 +23,15 @@ import jax
 import numpy as np
 from absl import flags
 
-from mio_jax.data import packing, shards
+from mio_jax.data import kinds_index, packing, shards
+from mio_jax.data.config import source_shards
 from mio_jax.data.templates import TemplateOptions, build_tokens
 from mio_jax.parallel.batch_split import BatchShard, batch_shard
 from mio_jax.vocab import Vocabulary
 
 STATE_VERSION = 1
 KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
+log = logging.getLogger("mio_jax.data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,32 +40,67 @@ class Skipped:
   where: str
 
 
-class ShardSource:
-  """Random access over the records of several shards, decoded to Samples (grain data source)."""
+@dataclasses.dataclass(frozen=True)
+class _WholeShard:
+  """A shard and its record count for ArrayRecordDataSource (its FileInstruction protocol), so it
+  does not open every shard again to count records."""
+  filename: str
+  take: int
+  skip: int = 0
 
-  def __init__(self, paths: list[str], *, on_corrupt: str = "error", kinds: tuple[str, ...] = ()):
+  @property
+  def examples_in_shard(self) -> int:
+    return self.take
+
+
+class ShardSource:
+  """Random access over the records of several shards, decoded to Samples (grain data source).
+
+  `kinds` keeps only records of those kinds (shards of one tokenization job over several
+  manifests), found from each shard's kinds index (`SHARD.kinds`, mio_jax/data/kinds_index.py)
+  without decoding a record; shards without one are scanned (every record decoded) and logged.
+  """
+
+  def __init__(self, paths: list[str], *, on_corrupt: str = "error", kinds: tuple[str, ...] = (),
+               label: str = "shards", pattern: str = "", counts: dict[str, int] | None = None):
+    """counts: record counts of shards already opened and checked (filled with the ones opened
+    here): sources over the same mixed shards open each once."""
     if on_corrupt not in ("error", "skip"):
       raise ValueError(f"config.data.on_corrupt={on_corrupt!r} is not one of ('error', 'skip')")
     self.paths, self.on_corrupt = list(paths), on_corrupt
-    lengths = []
-    for path in self.paths:
-      reader = shards.open_reader(path)
-      try:
-        shards.check_shard_version(reader, path)  # another schema version fails here, on open
-        lengths.append(reader.num_records())
-      finally:
-        reader.close()
+    counts = {} if counts is None else counts
+    lengths, codes = [], []
+    for path in self.paths:  # each shard opened once: its count, its header, its kinds index
+      if path not in counts:
+        reader = shards.open_reader(path)
+        try:
+          shards.check_shard_version(reader, path)  # another schema version fails here, on open
+          counts[path] = reader.num_records()
+        finally:
+          reader.close()
+      lengths.append(counts[path])
+      if kinds:
+        codes.append(kinds_index.read(path, lengths[-1]))
     self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    self._records = grain.sources.ArrayRecordDataSource(self.paths)
-    # Shards holding several kinds (one tokenization job over many manifests): index the records
-    # of the wanted kinds with one scan at start. Undecodable records stay in, to fail or be counted.
+    self._records = grain.sources.ArrayRecordDataSource(
+        [_WholeShard(p, n) for p, n in zip(self.paths, lengths)])
     self._keep = None
     if kinds:
-      self._keep = np.asarray([i for i in range(int(self._starts[-1]))
-                               if self._kind(i) in (*kinds, None)], np.int64)
+      missing = [f for f, c in enumerate(codes) if c is None]
+      if missing:
+        log.warning("%s: %d of %d shards predate the kinds index (no %s); decoding every record of "
+                    "those to find its kind; write the index once with: python -m "
+                    "mio_jax.data.kinds_index '%s'", label, len(missing), len(self.paths),
+                    kinds_index.sidecar(self.paths[missing[0]]), pattern or self.paths[missing[0]])
+      for f in missing:  # undecodable records stay in, to fail or be counted when read
+        found = map(self._kind, range(self._starts[f], self._starts[f + 1]))
+        codes[f] = np.asarray([kinds_index.UNDECODABLE if k is None else shards.KINDS.index(k)
+                               for k in found], np.uint8)
+      all_codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
+      self._keep = np.flatnonzero(np.isin(all_codes, kinds_index.codes_of(kinds))).astype(np.int64)
 
   def _kind(self, index: int) -> str | None:
-    _, sample = self._read(index)
+    _, sample = self._read(int(index))
     return None if isinstance(sample, Skipped) else sample.kind
 
   def __len__(self) -> int:
@@ -87,12 +125,20 @@ class ShardSource:
       raise
 
 
+def shards_glob(data_cfg, name: str) -> str:
+  """Source `name`'s glob made absolute (relative ones are under data_cfg.data_dir)."""
+  pattern, _ = source_shards(data_cfg, name)
+  return pattern if os.path.isabs(pattern) else os.path.join(data_cfg.data_dir, pattern)
+
+
 def resolve_shards(data_cfg, name: str) -> list[str]:
-  pattern = data_cfg.sources[name].shards
-  full = pattern if os.path.isabs(pattern) else os.path.join(data_cfg.data_dir, pattern)
-  paths = sorted(glob.glob(full))
+  """Source `name`'s shard files, sorted (kinds index files beside them are not shards)."""
+  full = shards_glob(data_cfg, name)
+  paths = sorted(p for p in glob.glob(full) if not p.endswith(kinds_index.SUFFIX))
   if not paths:
-    raise FileNotFoundError(f"config.data.sources.{name}.shards={pattern!r}: no files match {full}")
+    key = "mixed_shards" if data_cfg.get("mixed_shards") else f"sources.{name}.shards"
+    raise FileNotFoundError(f"config.data.{key}={source_shards(data_cfg, name)[0]!r}: no files "
+                            f"match {full}")
   return paths
 
 
@@ -149,14 +195,12 @@ def build_examples(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = No
   names = source_names(data_cfg)
   if not names:
     raise ValueError("config.data.sources: no source has weight > 0")
-  parts = []
+  parts, counts = [], {}
   for k, name in enumerate(names):
-    kinds = tuple(k for k in data_cfg.sources[name].get("kinds", "").split(",") if k)
-    unknown = set(kinds) - set(shards.KINDS)
-    if unknown:
-      raise ValueError(f"config.data.sources.{name}.kinds: unknown kinds {sorted(unknown)}")
+    _, kinds = source_shards(data_cfg, name)
     source = ShardSource(resolve_shards(data_cfg, name), on_corrupt=data_cfg.on_corrupt,
-                         kinds=kinds)
+                         kinds=kinds, label=f"config.data.sources.{name}",
+                         pattern=shards_glob(data_cfg, name), counts=counts)
     ds = grain.MapDataset.source(source)[shard.index::shard.count]
     if len(ds) == 0:
       raise ValueError(f"config.data.sources.{name}: {len(source)} records, none for row block "

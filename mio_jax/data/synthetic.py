@@ -89,10 +89,15 @@ def uid_image_sample(uid: int, rng: np.random.Generator, grid: int = 4) -> Sampl
                                {"type": "text", "text": sentence(rng)}], "synthetic", {"id": uid})
 
 
-def write_samples(path: str, samples) -> str:
+def write_samples(path: str, samples, *, kinds_index: bool = False) -> str:
+  """A shard of `samples`; with kinds_index, also its SHARD.kinds (as the tokenization job writes)."""
+  samples = list(samples)
   with ShardWriter(path) as w:
     for s in samples:
       w.write(s)
+  if kinds_index:
+    from mio_jax.data import kinds_index as index
+    index.write(path, [s.kind for s in samples])
   return path
 
 

@@ -4,13 +4,15 @@ batches, commit each shard atomically, and account for every sample read.
 Output folder layout:
   plan.json                           the plan every process and rerun must agree with
   shards/shard-NNNNN-of-MMMMM.array_record
+  shards/shard-NNNNN-of-MMMMM.array_record.kinds   each record's kind (mio_jax/data/kinds_index.py)
   quarantine/shard-NNNNN.jsonl        that shard's quarantined samples
   index/shard-NNNNN.json              the shard's commit record (counts, size, sha256)
   index.json, quarantine.jsonl        merged by whichever process sees every shard committed
 
-A shard is committed in three renames: quarantine file, shard file, index record. The index record
-is the commit point: a rerun skips shards that have one and redoes the rest from scratch, and since a
-shard's bytes depend only on its samples, a job killed anywhere and rerun ends with the same files.
+A shard is committed in four renames: quarantine file, kinds index, shard file, index record. The
+index record is the commit point: a rerun skips shards that have one and redoes the rest from
+scratch, and since a shard's bytes depend only on its samples, a job killed anywhere and rerun ends
+with the same files.
 """
 
 import collections
@@ -84,11 +86,14 @@ def is_committed(out: str, plan, shard: int) -> bool:
 
 
 def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -> dict:
+  from mio_jax.data import kinds_index
   from mio_jax.data.shards import ShardWriter
 
   quarantine.atomic_write_jsonl(os.path.join(out, "quarantine", f"shard-{shard:05d}.jsonl"), quarantined)
   _maybe_kill("quarantine_committed", n_run)
   path = os.path.join(out, "shards", plan.shard_file(shard))
+  # Before the shard: a committed shard always has its kinds index (the pipeline's kind filter).
+  kinds_index.write(path, [s.kind for s in samples])
   tmp = quarantine.temp_path(path)
   with ShardWriter(tmp) as writer:
     for k, s in enumerate(samples):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from mio_jax.data.config import shards_if_mixed
 from mio_jax.export.run_config import resolve_init_from, save_run_config
 from mio_jax.kernels import configure_block_sizes
 from mio_jax.model.transformer import ModelConfig
@@ -82,6 +83,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   no checkpoint of the workdir restores.
   """
   mesh_lib.maybe_initialize_distributed()
+  shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   if jax.process_index() == 0:

@@ -246,7 +246,6 @@ def test_codes_outside_vocabulary_name_the_record(tmp_path, text_model, sharding
 
 
 def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
-  from mio_jax.data.config import use_mixed_shards
   rng = np.random.default_rng(0)
   kinds = ["image_text", "text", "speech_text"] * 20
   (tmp_path / "job" / "shards").mkdir(parents=True)
@@ -254,16 +253,40 @@ def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
                           [synthetic.make_sample(k, rng, uid=i) for i, k in enumerate(kinds)])
   cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"image_text": 2, "text": 1,
                                                               "speech_text": 1})
-  use_mixed_shards(cfg.data, "job/shards/*.array_record")
+  cfg.data.mixed_shards = "job/shards/*.array_record"
   it = _iterator(cfg, sharding)
   vocab = Vocabulary.from_config(cfg.vocab)
   got = [k for _ in range(6) for k in _segment_kinds(_local(next(it)), vocab)]
   for name, share in (("image_text", 0.5), ("text", 0.25), ("speech_text", 0.25)):
     assert abs(got.count(name) / len(got) - share) < 0.06
     assert it.stats()[f"samples/{name}"] == got.count(name)
+  cfg.data.mixed_shards = ""  # the same selection by hand: each source's shards and kinds
+  for name in cfg.data.sources:
+    cfg.data.sources[name].update(shards="job/shards/*.array_record", kinds=name)
+  again = _iterator(cfg, sharding)
+  assert [k for _ in range(6) for k in _segment_kinds(_local(next(again)), vocab)] == got
   cfg.data.sources.text.kinds = "txt"
   with pytest.raises(ValueError, match=r"config.data.sources.text.kinds: unknown kinds \['txt'\]"):
     _iterator(cfg, sharding)
+
+
+def test_mixed_shards_selection_and_its_errors(tmp_path, text_model):
+  import ml_collections
+  from mio_jax.data.config import shards_if_mixed, source_shards
+  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1, "pairs": 0},
+                                  mixed_shards="job/*.array_record")
+  assert source_shards(cfg.data, "text") == ("job/*.array_record", ("text",))
+  with pytest.raises(ValueError, match=r"^config.data.mixed_shards is set but source 'pairs' is not "
+                     r"a sample kind \(image_text, "):
+    source_shards(cfg.data, "pairs")
+  with pytest.raises(FileNotFoundError, match=rf"^config.data.mixed_shards='job/\*.array_record': "
+                     rf"no files match {tmp_path}/job/\*.array_record$"):
+    pipeline.resolve_shards(cfg.data, "text")
+  for mixed, source, want in (("g", "synthetic", "shards"), ("", "synthetic", "synthetic"),
+                              ("g", "shards", "shards")):
+    c = ml_collections.ConfigDict({"data": {"mixed_shards": mixed, "source": source}})
+    shards_if_mixed(c)
+    assert c.data.source == want
 
 
 def test_minimal_data_config_gets_stage_defaults(tmp_path, text_model, sharding):

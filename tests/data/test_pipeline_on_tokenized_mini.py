@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.data import packing
-from mio_jax.data.config import data_config, use_mixed_shards
+from mio_jax.data.config import data_config
 from mio_jax.data.pipeline import make_train_iterator
 from mio_jax.vocab import Vocabulary
 
@@ -42,7 +42,7 @@ def _config(stage, shards_glob):
       image_codes=1024, speech_codebook=1024, speech_layers=4, code_order="image_first"))
   cfg.data = data_config(stage, "smoke")
   cfg.data.seq_len = 1536  # a 4-frame 16x16 video is 4 x 258 tokens
-  use_mixed_shards(cfg.data, shards_glob)
+  cfg.data.mixed_shards = shards_glob
   return cfg
 
 

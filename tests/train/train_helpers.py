@@ -7,24 +7,15 @@ from configs.base import stage_config
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def shard_config_overrides(shards_glob: str, stage: int = 1) -> dict[str, object]:
-  """`--config.KEY=VALUE` pairs that point every source of the stage at the mixed shards."""
-  out = {"data.source": "shards"}
-  for name in stage_config(stage, "smoke").data.sources:
-    out[f"data.sources.{name}.shards"] = shards_glob
-    out[f"data.sources.{name}.kinds"] = name
-  return out
+def shard_config_overrides(shards_glob: str) -> dict[str, object]:
+  """`--config.KEY=VALUE` pairs that train on one tokenization job's mixed-kind shards."""
+  return {"data.mixed_shards": shards_glob}
 
 
 def smoke_on_shards(shards_glob: str, stage: int = 1, **train):
   """The stage's smoke config on the shards: short rows, a small batch, quick steps."""
   c = stage_config(stage, "smoke")
-  for key, value in shard_config_overrides(shards_glob, stage).items():
-    section, *rest = key.split(".")
-    node = c[section]
-    for k in rest[:-1]:
-      node = node[k]
-    node[rest[-1]] = value
+  c.data.mixed_shards = shards_glob
   c.data.update(seq_len=256, global_batch=8)
   c.train.update(log_every=1, checkpoint_every=4, keep_checkpoints=3, async_checkpointing=False)
   c.train.update(train)
