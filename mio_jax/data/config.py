@@ -68,6 +68,10 @@ def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
   c.max_segments_per_row = {"smoke": 16, "small": 32, "full": 64}[size]
   c.packing_bins = {"smoke": 8, "small": 16, "full": 64}[size]  # first-fit bins per packing round
   c.seed = 0
+  # Row streams (mio_jax/data/train_iterator.py): S > 0 makes the batches independent of the number
+  # of processes (and a resume under another count possible) when S is a multiple of it; 0: one
+  # stream per distinct block of rows, tied to the process layout.
+  c.streams = 0
   c.worker_count = {"smoke": 0, "small": 2, "full": 8}[size]  # grain processes; 0 = in-process
   c.worker_buffer_size = 2
   c.read_threads = {"smoke": 1, "small": 2, "full": 8}[size]

@@ -6,8 +6,8 @@ the splits are disjoint and complete), shuffled with a per-source seed (reshuffl
 repeated forever. Sources are mixed by weight (grain MapDataset.mix: exact proportions of samples),
 each sample is templated and tokenized with a random stream keyed by its index (so the pipeline is
 deterministic for a seed), in worker processes if configured, then packed and batched to this
-process's rows (shard.rows) in this process. `make_train_iterator` turns the local rows into global
-jax.Arrays and checkpoints grain's iterator state.
+process's rows (shard.rows) in this process. mio_jax/data/train_iterator.py runs one such pipeline
+per row stream, turns the local rows into global jax.Arrays and checkpoints their state.
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ import os
 from typing import Any
 
 import grain
-import jax
 import numpy as np
 from absl import flags
 
 from mio_jax.data import kinds_index, packing, shards
 from mio_jax.data.config import source_shards
 from mio_jax.data.templates import TemplateOptions, build_tokens
-from mio_jax.parallel.batch_split import BatchShard, batch_shard
+from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
 
-STATE_VERSION = 1
 KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
 log = logging.getLogger("mio_jax.data")
 
@@ -252,63 +250,3 @@ def resolve_data_config(config):
   for key, value in data.items():
     full[key] = value
   return full
-
-
-class TrainIterator:
-  """Global batches for the train loop; `get_state`/`set_state` for the checkpoint (JSON).
-
-  `shard` defaults to this process's rows under `batch_sharding` (batch_split.batch_shard)."""
-
-  def __init__(self, config, *, batch_sharding: jax.sharding.NamedSharding,
-               shard: BatchShard | None = None):
-    self.data_cfg = resolve_data_config(config)
-    if not config.vocab.get("text_model"):
-      raise ValueError("config.vocab.text_model is not set: the shard pipeline needs a "
-                       "SentencePiece model to tokenize text (e.g. data/vocab/mini.model)")
-    self.vocab = Vocabulary.from_config(config.vocab)
-    self.source_names = source_names(self.data_cfg)
-    self._sharding = batch_sharding
-    self._shape = (int(self.data_cfg.global_batch), int(self.data_cfg.seq_len))
-    shard = shard or batch_shard(batch_sharding, self._shape[0])
-    ds = build_dataset(self.data_cfg, self.vocab, shard=shard)
-    self._it = iter(ds)
-    self._totals = np.zeros(len(self.source_names) + len(packing.STAT_NAMES), np.int64)
-
-  def __iter__(self):
-    return self
-
-  def next_local(self) -> dict[str, np.ndarray]:
-    """This process's rows as numpy (stats counted, not returned)."""
-    batch = next(self._it)
-    self._totals += batch.pop("stats").sum(axis=0)
-    return batch
-
-  def __next__(self) -> dict[str, jax.Array]:
-    local = self.next_local()
-    return {k: jax.make_array_from_process_local_data(self._sharding, local[k], self._shape)
-            for k in KEYS}
-
-  def stats(self) -> dict[str, int]:
-    """This process's counters so far: samples per source, truncated, dropped, skipped."""
-    names = [f"samples/{n}" for n in self.source_names] + list(packing.STAT_NAMES)
-    return dict(zip(names, (int(x) for x in self._totals)))
-
-  def get_state(self) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "grain": self._it.get_state(),
-            "stats": [int(x) for x in self._totals]}
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    if state.get("version") != STATE_VERSION:
-      raise ValueError(f"data iterator state version {state.get('version')}, expected {STATE_VERSION}")
-    self._it.set_state(state["grain"])
-    self._totals = np.asarray(state["stats"], np.int64)
-
-  def close(self) -> None:
-    close = getattr(self._it, "close", None)
-    if close is not None:
-      close()
-
-
-def make_train_iterator(config, *, batch_sharding: jax.sharding.NamedSharding,
-                        shard: BatchShard | None = None) -> TrainIterator:
-  return TrainIterator(config, batch_sharding=batch_sharding, shard=shard)

@@ -89,24 +89,24 @@ def _abstract(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def check_data_state(step_dir: epath.Path, batches) -> None:
-  """Refuse, in one line, a data state written by a different number of processes.
+def _saved_process_counts(data_dir: epath.Path) -> list[int]:
+  return sorted({int(m.group(1)) for f in data_dir.glob("process_*-of-*.json")
+                 if (m := re.search(r"-of-(\d+)\.json$", f.name))})
 
-  A global state (the synthetic source's step counter) is read from any process's file instead.
-  """
+
+def check_data_state(step_dir: epath.Path, batches) -> None:
+  """Refuse, in one line, a data state written by a different number of processes, unless the
+  iterator can take it up (`portable_state`: the synthetic source, or fixed data.streams)."""
   data_dir = step_dir / "data"
-  index, count = jax.process_index(), jax.process_count()
-  if (data_dir / f"process_{index}-of-{count}.json").exists():
-    return
-  saved = sorted({int(m.group(1)) for f in data_dir.glob("process_*-of-*.json")
-                  if (m := re.search(r"-of-(\d+)\.json$", f.name))})
-  if not saved or count in saved or getattr(batches, "state_is_global", False):
+  count = jax.process_count()
+  saved = _saved_process_counts(data_dir)
+  if not saved or count in saved or getattr(batches, "portable_state", False):
     return  # a missing file of this job's count fails the restore, which falls back a step
-    return
   raise CheckpointError(
       f"{step_dir} was written by {saved[0]} processes and this job has {count}: each process reads "
       f"its own records, so the data position cannot be carried over; resume with {saved[0]} "
-      f"processes, or start a new workdir with --config.init_from={step_dir} (parameters only)")
+      f"processes, or set config.data.streams before a run to make its data independent of the "
+      f"process count, or start a new workdir with --config.init_from={step_dir} (parameters only)")
 
 
 def _restore_step(manager, step, abstract_state, shardings, batches) -> TrainState:
@@ -114,12 +114,14 @@ def _restore_step(manager, step, abstract_state, shardings, batches) -> TrainSta
   data = step_dir / "data"
   if (data / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
     data_args = grain.checkpoint.CheckpointRestore(_IteratorState(batches))
-  else:  # a global state saved by another process count (check_data_state allowed it)
+  else:  # a portable state saved by another process count (check_data_state allowed it)
     data_args = None
-    saved = sorted(data.glob("process_0-of-*.json"))
-    if not saved:
+    counts = _saved_process_counts(data)
+    if not counts:
       raise FileNotFoundError(f"{data}: no data iterator state")
-    _IteratorState(batches).set_state(saved[0].read_bytes())
+    states = [json.loads((data / f"process_{i}-of-{counts[0]}.json").read_text())["iterator"]
+              for i in range(counts[0])]
+    batches.set_state(batches.merge_states(states))
   items = dict(
       params=ocp.args.StandardRestore(_abstract(abstract_state.params, shardings.params)),
       opt_state=ocp.args.StandardRestore(_abstract(

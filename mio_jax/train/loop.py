@@ -51,7 +51,7 @@ def make_batches(config, batch_sharding: NamedSharding) -> Iterator[dict[str, ja
   if config.data.source == "synthetic":
     return SyntheticBatches(seed=config.data.seed, global_batch=config.data.global_batch,
                             seq_len=config.data.seq_len, vocab_size=config.model.vocab_size, **kwargs)
-  from mio_jax.data.pipeline import make_train_iterator
+  from mio_jax.data.train_iterator import make_train_iterator
   return make_train_iterator(config, **kwargs)
 
 

@@ -44,7 +44,7 @@ class SyntheticBatches:
   `shard` defaults to this process's rows under `batch_sharding`.
   """
 
-  state_is_global = True  # the step counter means the same to any number of processes
+  portable_state = True  # the step counter means the same to any number of processes
 
   def __init__(self, *, seed: int, global_batch: int, seq_len: int, vocab_size: int,
                batch_sharding: NamedSharding, shard: BatchShard | None = None):
@@ -69,3 +69,7 @@ class SyntheticBatches:
 
   def set_state(self, state: dict) -> None:
     self.step = int(state["step"])
+
+  @staticmethod
+  def merge_states(states: list[dict]) -> dict:
+    return states[0]

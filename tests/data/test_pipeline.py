@@ -9,7 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.data import packing, pipeline, shards, synthetic
 from mio_jax.data.config import data_config, stage_weights
-from mio_jax.data.pipeline import make_train_iterator
+from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
 

@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.data import packing
 from mio_jax.data.config import data_config
-from mio_jax.data.pipeline import make_train_iterator
+from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.vocab import Vocabulary
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

@@ -40,8 +40,8 @@ def test_smoke_stage2_trains_on_mixed_shards_from_one_flag(mini_job, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "trained to step 2" in proc.stdout
   assert "data.source 'synthetic' -> 'shards'" in proc.stdout + proc.stderr
-  with open(workdir / "checkpoints" / "2" / "data" / "metadata") as f:  # orbax's JsonSave file
-    state = json.load(f)
+  with open(workdir / "checkpoints" / "2" / "data" / "process_0-of-1.json") as f:  # grain's handler
+    state = json.load(f)["iterator"]
   names = sorted(k for k in KINDS if k != "conversation")  # stage 2's sources (weight > 0)
   per_source = dict(zip(names, state["stats"]))
   assert all(per_source[k] > 0 for k in names), per_source

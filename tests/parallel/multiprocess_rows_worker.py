@@ -50,7 +50,7 @@ def main():
   shard = batch_shard(sharding, args["global_batch"])
   if "pipeline" in args:
     from mio_jax.data import synthetic
-    from mio_jax.data.pipeline import make_train_iterator
+    from mio_jax.data.train_iterator import make_train_iterator
     p = args["pipeline"]
     data_cfg = synthetic.pipeline_config(p["data_dir"], p["text_model"], {"pairs": 1}, worker_count=0,
                                          global_batch=args["global_batch"], seq_len=p["seq_len"])
