@@ -68,6 +68,22 @@ def temp_path(path) -> str:
   return tmp
 
 
+def _umask() -> int:
+  """The process umask, read without setting it (os.umask would race with other threads)."""
+  try:
+    with open("/proc/self/status") as f:
+      return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+  except (OSError, StopIteration, ValueError):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(path: str) -> None:
+  """Gives a file made by mkstemp (0600) the mode open() would have given it (0666 less umask)."""
+  os.chmod(path, 0o666 & ~_umask())
+
+
 def commit(tmp: str, path: str) -> None:
   """fsync the finished local temporary file, then rename it over `path`."""
   with open(tmp, "rb") as f:
@@ -84,6 +100,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
   try:
     with open(tmp, "wb") as f:
       f.write(data)
+    default_mode(tmp)
     commit(tmp, os.fspath(path))
   except BaseException:
     if os.path.exists(tmp):
@@ -100,6 +117,7 @@ def upload(local_file: str, dest) -> None:
   if not is_remote(dest):
     tmp = temp_path(dest)
     shutil.copyfile(local_file, tmp)
+    default_mode(tmp)
     commit(tmp, os.fspath(dest))
     return
   with open(local_file, "rb") as src, epath.Path(os.fspath(dest)).open("wb") as dst:

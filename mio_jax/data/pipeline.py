@@ -11,7 +11,6 @@ jax.Arrays and checkpoints grain's iterator state.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Any
 
@@ -20,6 +19,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from mio_jax import storage
 from mio_jax.data import packing, shards
 from mio_jax.data.templates import TemplateOptions, build_tokens
 from mio_jax.vocab import Vocabulary
@@ -86,8 +86,9 @@ class ShardSource:
 
 def resolve_shards(data_cfg, name: str) -> list[str]:
   pattern = data_cfg.sources[name].shards
-  full = pattern if os.path.isabs(pattern) else os.path.join(data_cfg.data_dir, pattern)
-  paths = sorted(glob.glob(full))
+  full = pattern if os.path.isabs(pattern) or storage.is_remote(pattern) else os.path.join(
+      data_cfg.data_dir, pattern)
+  paths = storage.glob(full)  # local or gs:// (ArrayRecord reads gs:// itself)
   if not paths:
     raise FileNotFoundError(f"config.data.sources.{name}.shards={pattern!r}: no files match {full}")
   return paths
