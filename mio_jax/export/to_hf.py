@@ -131,8 +131,7 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
 def _upload_dir(stage: str, out_dir: str) -> None:
   """Every staged file to `out_dir`, after removing an earlier export's model files there."""
   out = storage.as_path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  for old in out.iterdir():
+  for old in (out.iterdir() if out.is_dir() else ()):  # a bucket "folder" exists once it holds files
     if safetensors_io.is_model_file(old.name):
       old.unlink()
   for name in sorted(os.listdir(stage)):
