@@ -1,33 +1,16 @@
-"""A GCS emulator (gcp-storage-emulator, in this process) for the gs:// tests.
+"""A GCS emulator (gcp-storage-emulator, in this process) for the gs:// tests (clients: storage_helpers).
 
-Each client is pointed at it its own way:
-  gcsfs (etils.epath's gs:// backend without TensorFlow)  STORAGE_EMULATOR_HOST
-  ArrayRecord's reader (riegeli, google-cloud-cpp)         CLOUD_STORAGE_EMULATOR_ENDPOINT
-  tensorstore (orbax's array data)                         TENSORSTORE_GCS_HTTP_URL, with
-                                                           GOOGLE_AUTH_TOKEN_FOR_TESTING for auth
-gcsfs reads its variable on every request; the others when they first open a gs:// path. So one
-emulator serves the whole session, and each test works under its own prefix of the one bucket.
+gcsfs reads its variable on every request; the other clients when they first open a gs:// path. So
+one emulator serves the whole session, and each test works under its own prefix of the one bucket.
 """
 
 import logging
 import os
-import socket
 import uuid
 
 import pytest
 
-BUCKET = "mio-test"
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def emulator_env(url: str) -> dict[str, str]:
-  return {"STORAGE_EMULATOR_HOST": url, "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
-          "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}
+from storage_helpers import BUCKET, emulator_env, free_port
 
 
 @pytest.fixture(scope="session")

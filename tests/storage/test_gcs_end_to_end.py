@@ -12,6 +12,7 @@ import pytest
 
 from mio_jax import storage
 from mio_jax.data.shards import ShardReader
+from storage_helpers import BUCKET
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 MINI = os.path.join(ROOT, "data", "mini")
@@ -44,11 +45,11 @@ def tokenized(tmp_path_factory, gcs_emulator):
   (twin / "images").mkdir(parents=True)
   shutil.copy(os.path.join(MINI, "images", "0003.png"), twin / "images" / "0003.png")
   (twin / "pairs.jsonl").write_text('{"image": "images/0003.png", "caption": "from the bucket"}\n')
-  gs_in = f"gs://{os.environ.get('MIO_TEST_BUCKET', 'mio-test')}/tok-in"
+  gs_in = f"gs://{BUCKET}/tok-in"
   _put(str(twin / "images" / "0003.png"), gs_in + "/images/0003.png")
   _put(str(twin / "pairs.jsonl"), gs_in + "/pairs.jsonl")
 
-  local_out, gs_out = str(tmp / "out"), "gs://mio-test/tok-out"
+  local_out, gs_out = str(tmp / "out"), f"gs://{BUCKET}/tok-out"
   local = job.run(_job_config(",".join(inputs + [str(twin / "pairs.jsonl")]), local_out))
   remote = job.run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
   rerun = job.run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
@@ -87,7 +88,7 @@ def test_tokenize_to_gs_writes_what_a_local_run_writes(tokenized):
   assert len(gs_samples) == n
   for a, b in zip(gs_samples, local_samples):
     _same_sample(a, b)
-  assert gs_samples[-1].source.startswith("gs://mio-test/tok-in/pairs.jsonl:1")
+  assert gs_samples[-1].source == f"gs://{BUCKET}/tok-in/pairs.jsonl:1"
   assert gs_samples[-1].parts[1]["text"] == "from the bucket"
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import BUCKET, free_port
+from storage_helpers import BUCKET, free_port
 from mio_jax import storage
 
 
