@@ -180,6 +180,7 @@ def run(config, encoder_pair=None) -> dict:
   t0 = time.perf_counter()
   if not config.output_dir:
     raise ValueError("config key output_dir is empty")
+  storage.check_reachable(config.output_dir, "output_dir")  # before any work: fail fast, in one line
   samples = manifests.read_inputs(config.input, config.get("tfds_data_dir") or None)
   image_encoder, speech_encoder = encoder_pair or encoders.build_encoders(config)
   cfg = media_config(config, image_encoder)
@@ -187,7 +188,6 @@ def run(config, encoder_pair=None) -> dict:
               "image_tokenizer": config.image_tokenizer, "speech_tokenizer": config.speech_tokenizer}
   plan = plan_lib.make_plan(samples, config.shard_size, settings)
   out = storage.as_str(config.output_dir)
-  storage.check_reachable(out, "output_dir")
   for sub in ("shards", "quarantine", "index"):
     (storage.as_path(out) / sub).mkdir(parents=True, exist_ok=True)
   plan_lib.check_or_record(plan, out)

@@ -159,3 +159,14 @@ def test_export_from_gs_checkpoint_to_gs_matches_local_export(gs_dir, tmp_path):
   for name in local_files:
     with open(os.path.join(outs["local"], name), "rb") as f:
       assert storage.as_path(f"{outs['gs']}/{name}").read_bytes() == f.read(), name
+
+
+def test_export_cli_names_a_missing_bucket_in_one_line(gcs_emulator, tmp_path, capsys):
+  import sys
+  sys.path.insert(0, os.path.join(ROOT, "tests", "export"))
+  from export_helpers import launch_module
+
+  with pytest.raises(SystemExit) as e:
+    launch_module("export").main(["--checkpoint", "gs://no-such-bucket/run", "--out", str(tmp_path / "hf")])
+  assert str(e.value.code) == ("export failed: --checkpoint='gs://no-such-bucket/run': bucket "
+                               "gs://no-such-bucket does not exist or is not visible with these credentials")
