@@ -3,6 +3,7 @@
   python launch/export.py --checkpoint /runs/stage4 --out /exports/mio-stage4
   python launch/export.py --checkpoint /runs/stage4/checkpoints/6000 --out DIR --dtype bfloat16
   python launch/export.py --checkpoint DIR --out OUT --config configs/stage1.py:smoke  # no model_config.json
+  python launch/export.py --checkpoint gs://bucket/run4 --out gs://bucket/exports/mio-stage4
 
 The model and vocabulary come from the run's model_config.json unless --config names the training
 config. Load the result with transformers: AutoModelForCausalLM.from_pretrained(OUT),
@@ -51,6 +52,7 @@ def main(argv=None):
   args = parse_args(argv)
   from mio_jax.console import setup_console_logging
   setup_console_logging()
+  from mio_jax import storage
   from mio_jax.export.run_config import run_config_dict
   from mio_jax.export.to_hf import export
 
@@ -60,9 +62,9 @@ def main(argv=None):
                      dtype=args.dtype, with_tokenizer=not args.no_tokenizer,
                      max_shard_bytes=int(args.max_shard_gb * 2**30),
                      max_position_embeddings=args.max_position_embeddings)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, storage.StorageError) as e:
     sys.exit(f"export failed: {e}")
-  print(json.dumps({"out": os.path.abspath(args.out), **summary}, indent=2))
+  print(json.dumps({"out": storage.as_str(args.out), **summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from absl import app  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from mio_jax import storage  # noqa: E402
 from mio_jax.tokenize import job  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/tokenize.py:PRESET", lock_config=True)
@@ -31,7 +32,10 @@ def main(argv):
   if _CONFIG.value.distributed_init:  # multi-host: every host then owns shards i % process_count
     import jax
     jax.distributed.initialize()
-  summary = job.run(_CONFIG.value)
+  try:
+    summary = job.run(_CONFIG.value)
+  except storage.StorageError as e:  # an unreachable bucket: one line naming the path
+    sys.exit(f"tokenize failed: {e}")
   print(job.format_summary(summary), flush=True)
   if "job" not in summary and summary["process_count"] == 1:
     sys.exit("job incomplete: not every shard is committed")

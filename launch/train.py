@@ -25,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  from mio_jax import storage
   from mio_jax.console import setup_console_logging
   from mio_jax.train.checkpoint import CheckpointError
   from mio_jax.train.divergence import TrainingHalted
@@ -37,14 +38,16 @@ def main(argv):
     result = train(flags.FLAGS.config, flags.FLAGS.workdir)
   except (ConfigError, MeshConfigError) as e:  # bad config, or a job launched without its coordinator
     sys.exit(f"config error: {e}")
+  except storage.StorageError as e:
+    sys.exit(f"storage error: {e}")
   except TrainingHalted as e:
     sys.exit(f"training halted: {e}")
   except CheckpointError as e:
     sys.exit(f"checkpoint error: {e}")
   if result.preempted:  # exit 0: the scheduler reruns the same command, which resumes
-    print(f"preempted at step {result.final_step}, saved; workdir {result.workdir}")
+    print(f"preempted at step {result.final_step}, saved; workdir {storage.as_str(result.workdir)}")
   else:
-    print(f"trained to step {result.final_step}; workdir {result.workdir}")
+    print(f"trained to step {result.final_step}; workdir {storage.as_str(result.workdir)}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ it for shards that predate it (one decode of every record, once).
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
+from mio_jax import storage
 from mio_jax.data import shards
 
 SUFFIX = ".kinds"
@@ -38,15 +37,9 @@ def encode(kinds) -> bytes:
 
 
 def write(path: str, kinds) -> str:
-  """Writes `path`.kinds under a temporary name, fsynced, then renamed (a reader never sees half)."""
+  """Writes `path`.kinds atomically (a reader never sees half; local or gs://)."""
   out = sidecar(path)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
-                             dir=os.path.dirname(out) or ".")
-  with os.fdopen(fd, "wb") as f:
-    f.write(encode(kinds))
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, out)
+  storage.atomic_write_bytes(out, encode(kinds))
   return out
 
 
@@ -54,8 +47,7 @@ def read(path: str, num_records: int) -> np.ndarray | None:
   """The shard's per-record kind codes (uint8), or None when it has no kinds index."""
   name = sidecar(path)
   try:
-    with open(name, "rb") as f:
-      data = f.read()
+    data = storage.as_path(name).read_bytes()
   except FileNotFoundError:
     return None
   magic, version = _HEADER.unpack_from(data) if len(data) >= _HEADER.size else (data[:4], 0)

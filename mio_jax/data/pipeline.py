@@ -13,15 +13,14 @@ per row stream, turns the local rows into global jax.Arrays and checkpoints thei
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import os
-from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
+from mio_jax import storage
 from mio_jax.data import kinds_index, packing, shards
 from mio_jax.data.config import source_shards
 from mio_jax.data.templates import TemplateOptions, build_tokens
@@ -126,13 +125,16 @@ class ShardSource:
 def shards_glob(data_cfg, name: str) -> str:
   """Source `name`'s glob made absolute (relative ones are under data_cfg.data_dir)."""
   pattern, _ = source_shards(data_cfg, name)
-  return pattern if os.path.isabs(pattern) else os.path.join(data_cfg.data_dir, pattern)
+  if os.path.isabs(pattern) or storage.is_remote(pattern):
+    return pattern
+  return os.path.join(data_cfg.data_dir, pattern)
 
 
 def resolve_shards(data_cfg, name: str) -> list[str]:
   """Source `name`'s shard files, sorted (kinds index files beside them are not shards)."""
   full = shards_glob(data_cfg, name)
-  paths = sorted(p for p in glob.glob(full) if not p.endswith(kinds_index.SUFFIX))
+  # local or gs:// (ArrayRecord reads gs:// itself)
+  paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
   if not paths:
     key = "mixed_shards" if data_cfg.get("mixed_shards") else f"sources.{name}.shards"
     raise FileNotFoundError(f"config.data.{key}={source_shards(data_cfg, name)[0]!r}: no files "

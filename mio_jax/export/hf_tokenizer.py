@@ -16,11 +16,11 @@ encodes to BOS + image ids + encode_text("The caption of this image is: a cat"),
 from __future__ import annotations
 
 import os
-import shutil
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, Unigram
 
+from mio_jax import storage
 from mio_jax.vocab import Vocabulary
 
 _UNIGRAM, _BPE = 1, 2
@@ -31,8 +31,7 @@ def _load_proto(sp_model: str):
   from transformers.convert_slow_tokenizer import import_protobuf
 
   proto = import_protobuf().ModelProto()
-  with open(sp_model, "rb") as f:
-    proto.ParseFromString(f.read())
+  proto.ParseFromString(storage.as_path(sp_model).read_bytes())  # local or gs://
   return proto
 
 
@@ -117,4 +116,5 @@ def save_hf_tokenizer(vocab: Vocabulary, out_dir: str, *, model_max_length: int 
       eos_token=vocab.id_to_piece(vocab.eos), unk_token=vocab.id_to_piece(0),
       model_max_length=model_max_length, clean_up_tokenization_spaces=False)
   hf.save_pretrained(out_dir)
-  shutil.copyfile(vocab.text_model, os.path.join(out_dir, "tokenizer.model"))
+  with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:  # out_dir is local (to_hf stages)
+    f.write(storage.as_path(vocab.text_model).read_bytes())

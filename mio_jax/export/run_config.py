@@ -3,7 +3,7 @@
 
     WORKDIR/model_config.json   {"model": {...ModelConfig fields}, "vocab": {...config.vocab}}
 
-The train loop writes it once at start (`save_run_config(workdir, config)`); `find_run_config`
+WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once at start (`save_run_config(workdir, config)`); `find_run_config`
 finds it from a workdir, its checkpoints dir, a step dir or a params dir.
 """
 
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 
+from mio_jax import storage
 from mio_jax.model.transformer import ModelConfig
 
 RUN_CONFIG = "model_config.json"
@@ -29,19 +30,17 @@ def run_config_dict(config) -> dict:
   model = {k: v for k, v in _plain(config.model).items() if k in model_fields}
   vocab = {k: v for k, v in _plain(config.vocab).items() if k in _VOCAB_KEYS}
   if vocab.get("text_model"):  # recorded absolute: the export may run from another directory
-    vocab["text_model"] = os.path.abspath(vocab["text_model"])
+    vocab["text_model"] = storage.as_str(vocab["text_model"])
   return {"model": model, "vocab": vocab}
 
 
 def save_run_config(workdir: str, config) -> str:
   """Writes WORKDIR/model_config.json (process 0 should call it; it is small and idempotent)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(os.path.abspath(workdir), RUN_CONFIG)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(run_config_dict(config), f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-  return path
+  root = storage.as_path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  path = root / RUN_CONFIG
+  storage.atomic_write_text(path, json.dumps(run_config_dict(config), indent=2, sort_keys=True))
+  return os.fspath(path)
 
 
 def resolve_init_from(config) -> str:
@@ -58,14 +57,16 @@ def resolve_init_from(config) -> str:
 
 def find_run_config(path: str, levels: int = 4) -> dict | None:
   """model_config.json in `path` or up to `levels` parents (params -> step -> checkpoints -> workdir)."""
-  path = os.path.abspath(path)
+  path = storage.as_path(path)
   for _ in range(levels + 1):
-    candidate = os.path.join(path, RUN_CONFIG)
-    if os.path.isfile(candidate):
-      with open(candidate) as f:
-        try:
-          return json.load(f)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{candidate}: not valid JSON: {e}") from e
-    path = os.path.dirname(path)
+    candidate = path / RUN_CONFIG
+    if candidate.is_file():
+      try:
+        return json.loads(candidate.read_text())
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{candidate}: not valid JSON: {e}") from e
+    parent = path.parent
+    if parent == path or os.fspath(parent).rstrip("/").endswith(":"):  # "/", or "gs://" above a bucket
+      break
+    path = parent
   return None

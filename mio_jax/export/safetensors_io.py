@@ -14,9 +14,16 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from mio_jax import storage
+
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30  # transformers' default max_shard_size ("5GB")
+
+
+def is_model_file(name: str) -> bool:
+  """A file of a safetensors checkpoint (single, shard or index), which a new export replaces."""
+  return name in (SINGLE, INDEX) or (name.startswith("model-") and name.endswith(".safetensors"))
 
 
 class ShardedWriter:
@@ -29,7 +36,7 @@ class ShardedWriter:
     os.makedirs(out_dir, exist_ok=True)
     # A stale index or shard from an earlier export would shadow (or mix with) this one.
     for name in os.listdir(out_dir):
-      if name in (SINGLE, INDEX) or (name.startswith("model-") and name.endswith(".safetensors")):
+      if is_model_file(name):
         os.remove(os.path.join(out_dir, name))
 
   def add(self, name: str, tensor: np.ndarray) -> None:
@@ -55,15 +62,13 @@ class ShardedWriter:
       self._flush()
     n = len(self._shards)
     names = [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    umask = os.umask(0)
-    os.umask(umask)
     for i, name in enumerate(names):
-      os.replace(self._tmp(i), os.path.join(self.out_dir, name))
-      os.chmod(os.path.join(self.out_dir, name), 0o666 & ~umask)  # safetensors writes 0600
+      storage.default_mode(self._tmp(i))  # safetensors writes 0600
+      storage.commit(self._tmp(i), os.path.join(self.out_dir, name))
     if n > 1:
       weight_map = {t: names[i] for i, shard in enumerate(self._shards) for t in shard}
-      with open(os.path.join(self.out_dir, INDEX), "w") as f:
-        json.dump({"metadata": {"total_size": self._total}, "weight_map": weight_map}, f, indent=2)
+      storage.atomic_write_text(os.path.join(self.out_dir, INDEX), json.dumps(
+          {"metadata": {"total_size": self._total}, "weight_map": weight_map}, indent=2))
     return names
 
 

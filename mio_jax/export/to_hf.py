@@ -3,6 +3,10 @@
 Parameters are restored one at a time to host memory (orbax partial restore), whatever mesh wrote
 them, converted by the table in mapping.py and streamed into size-limited safetensors shards, so
 peak host memory is about one stacked parameter plus one shard, not the whole model.
+
+The checkpoint and the output may be on gs://. safetensors and transformers write local files only,
+so an export to gs:// is written in a local staging folder (local disk needs room for the exported
+model) and uploaded file by file at the end.
 """
 
 from __future__ import annotations
@@ -10,16 +14,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 
 import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mio_jax import storage
 from mio_jax.export import mapping, safetensors_io
 from mio_jax.export.run_config import find_run_config
 from mio_jax.export.vocab_layout import write_layout
 from mio_jax.model.transformer import ModelConfig
-from mio_jax.train.checkpoint import resolve_params_dir, saved_param_shapes
+from mio_jax.train.checkpoint import saved_param_shapes
+from mio_jax.train.checkpoint_paths import resolve_params_dir
 
 log = logging.getLogger("mio_jax.export")
 
@@ -82,6 +90,8 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
 
   if dtype not in DTYPES:
     raise ValueError(f"--dtype={dtype!r} is not one of {sorted(DTYPES)}")
+  storage.check_reachable(checkpoint, "--checkpoint")
+  storage.check_reachable(out_dir, "--out")
   params_dir = resolve_params_dir(checkpoint)
   run_config = run_config or find_run_config(params_dir)
   if run_config is None:
@@ -103,6 +113,34 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
     raise ValueError("the HF tokenizer needs the SentencePiece model: config.vocab.text_model is "
                      "empty (pass --text_model, or --no_tokenizer)")
 
+  remote = storage.is_remote(out_dir)
+  stage = tempfile.mkdtemp(prefix="mio_export_") if remote else out_dir
+  try:
+    files = _write_hf(params_dir, stage, cfg, vocab, dtype, with_tokenizer, max_shard_bytes,
+                      max_position_embeddings)
+    if remote:
+      _upload_dir(stage, out_dir)
+  finally:
+    if remote:
+      shutil.rmtree(stage, ignore_errors=True)
+  step = os.path.basename(os.path.dirname(params_dir))
+  return {"params_dir": params_dir, "step": int(step) if step.isdigit() else None, "files": files,
+          "model": dataclasses.asdict(cfg)}
+
+
+def _upload_dir(stage: str, out_dir: str) -> None:
+  """Every staged file to `out_dir`, after removing an earlier export's model files there."""
+  out = storage.as_path(out_dir)
+  for old in (out.iterdir() if out.is_dir() else ()):  # a bucket "folder" exists once it holds files
+    if safetensors_io.is_model_file(old.name):
+      old.unlink()
+  for name in sorted(os.listdir(stage)):
+    storage.upload(os.path.join(stage, name), out / name)
+
+
+def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str, with_tokenizer: bool,
+              max_shard_bytes: int, max_position_embeddings: int) -> list[str]:
+  """The HF directory in local `out_dir`; returns the safetensors file names."""
   os.makedirs(out_dir, exist_ok=True)
   writer = safetensors_io.ShardedWriter(out_dir, max_shard_bytes)
   out_dtype = DTYPES[dtype]
@@ -126,6 +164,4 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
     from mio_jax.export.hf_tokenizer import save_hf_tokenizer
 
     save_hf_tokenizer(vocab, out_dir, model_max_length=max_position_embeddings)
-  step = os.path.basename(os.path.dirname(params_dir))
-  return {"params_dir": params_dir, "step": int(step) if step.isdigit() else None, "files": files,
-          "model": dataclasses.asdict(cfg)}
+  return files

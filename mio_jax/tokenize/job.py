@@ -9,10 +9,14 @@ Output folder layout:
   index/shard-NNNNN.json              the shard's commit record (counts, size, sha256)
   index.json, quarantine.jsonl        merged by whichever process sees every shard committed
 
-A shard is committed in four renames: quarantine file, kinds index, shard file, index record. The
-index record is the commit point: a rerun skips shards that have one and redoes the rest from
+A shard is committed in four atomic writes: quarantine file, kinds index, shard file, index record.
+The index record is the commit point: a rerun skips shards that have one and redoes the rest from
 scratch, and since a shard's bytes depend only on its samples, a job killed anywhere and rerun ends
 with the same files.
+
+The output folder may be on gs:// (every path goes through mio_jax.storage / etils.epath). ArrayRecord
+writes only local files (its writer opens a POSIX file; only its reader has a GCS client), so a
+shard for gs:// is written to a local temporary file and uploaded as one object, which is atomic.
 """
 
 import collections
@@ -22,10 +26,12 @@ import hashlib
 import json
 import os
 import signal
+import tempfile
 import time
 
 from tqdm import tqdm
 
+from mio_jax import storage
 from mio_jax.tokenize import build, encoders, manifests, media, plan as plan_lib, quarantine
 
 KILL_ENV = "MIO_TOKENIZE_KILL_AT"  # test hook "POINT:N": SIGKILL at POINT of the N-th shard this run
@@ -68,6 +74,7 @@ def _decode(raw, cfg):
 
 
 def _sha256(path: str) -> str:
+  """Of a local file."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -76,41 +83,54 @@ def _sha256(path: str) -> str:
 
 
 def is_committed(out: str, plan, shard: int) -> bool:
-  rec_path = os.path.join(out, "index", f"shard-{shard:05d}.json")
-  if not os.path.exists(rec_path):
+  root = storage.as_path(out)
+  rec_path = root / "index" / f"shard-{shard:05d}.json"
+  if not rec_path.exists():
     return False
-  with open(rec_path, encoding="utf-8") as f:
-    rec = json.load(f)
-  path = os.path.join(out, "shards", plan.shard_file(shard))
-  return os.path.exists(path) and os.path.getsize(path) == rec["bytes"]
+  rec = json.loads(rec_path.read_text(encoding="utf-8"))
+  path = root / "shards" / plan.shard_file(shard)
+  return path.exists() and path.stat().length == rec["bytes"]
 
 
 def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -> dict:
   from mio_jax.data import kinds_index
   from mio_jax.data.shards import ShardWriter
 
-  quarantine.atomic_write_jsonl(os.path.join(out, "quarantine", f"shard-{shard:05d}.jsonl"), quarantined)
+  root = storage.as_path(out)
+  quarantine.atomic_write_jsonl(root / "quarantine" / f"shard-{shard:05d}.jsonl", quarantined)
   _maybe_kill("quarantine_committed", n_run)
-  path = os.path.join(out, "shards", plan.shard_file(shard))
+  path = os.fspath(root / "shards" / plan.shard_file(shard))
   # Before the shard: a committed shard always has its kinds index (the pipeline's kind filter).
   kinds_index.write(path, [s.kind for s in samples])
-  tmp = quarantine.temp_path(path)
+  remote = storage.is_remote(path)
+  if remote:
+    fd, tmp = tempfile.mkstemp(prefix="." + plan.shard_file(shard) + ".", suffix=".tmp")
+    os.close(fd)
+  else:
+    tmp = quarantine.temp_path(path)
   with ShardWriter(tmp) as writer:
     for k, s in enumerate(samples):
       writer.write(s)
       if k == len(samples) // 2:
         _maybe_kill("shard_half_written", n_run)
   _maybe_kill("shard_tmp_written", n_run)
-  quarantine.commit(tmp, path)
+  size, digest = os.path.getsize(tmp), _sha256(tmp)
+  if remote:
+    try:
+      storage.upload(tmp, path)
+    finally:
+      os.remove(tmp)
+  else:
+    quarantine.commit(tmp, path)
   _maybe_kill("shard_committed", n_run)
   rng = plan.shard_range(shard)
   rec = {"shard": shard, "file": plan.shard_file(shard), "first": rng.start, "read": len(rng),
-         "written": len(samples), "quarantined": len(quarantined), "bytes": os.path.getsize(path),
-         "sha256": _sha256(path), "kinds": dict(sorted(collections.Counter(s.kind for s in samples).items()))}
+         "written": len(samples), "quarantined": len(quarantined), "bytes": size,
+         "sha256": digest, "kinds": dict(sorted(collections.Counter(s.kind for s in samples).items()))}
   if rec["read"] != rec["written"] + rec["quarantined"]:
     raise AssertionError(f"shard {shard}: read {rec['read']} != written {rec['written']} + "
                          f"quarantined {rec['quarantined']}")
-  quarantine.atomic_write_text(os.path.join(out, "index", f"shard-{shard:05d}.json"),
+  quarantine.atomic_write_text(root / "index" / f"shard-{shard:05d}.json",
                                json.dumps(rec, sort_keys=True) + "\n")
   _maybe_kill("index_committed", n_run)
   return rec
@@ -118,12 +138,12 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -
 
 def finalize(out: str, plan) -> dict | None:
   """Merge index and quarantine once every shard is committed; None while some are missing."""
+  root = storage.as_path(out)
   recs = []
   for shard in range(plan.num_shards):
     if not is_committed(out, plan, shard):
       return None
-    with open(os.path.join(out, "index", f"shard-{shard:05d}.json"), encoding="utf-8") as f:
-      recs.append(json.load(f))
+    recs.append(json.loads((root / "index" / f"shard-{shard:05d}.json").read_text(encoding="utf-8")))
   read = sum(r["read"] for r in recs)
   written = sum(r["written"] for r in recs)
   held = sum(r["quarantined"] for r in recs)
@@ -132,16 +152,22 @@ def finalize(out: str, plan) -> dict | None:
                          f"written {written}, quarantined {held}")
   rows = []
   for shard in range(plan.num_shards):
-    rows += quarantine.read_jsonl(os.path.join(out, "quarantine", f"shard-{shard:05d}.jsonl"))
-  quarantine.atomic_write_jsonl(os.path.join(out, "quarantine.jsonl"), rows)
+    rows += quarantine.read_jsonl(root / "quarantine" / f"shard-{shard:05d}.jsonl")
+  quarantine.atomic_write_jsonl(root / "quarantine.jsonl", rows)
   index = {"num_samples": read, "written": written, "quarantined": held, "shards": recs}
-  quarantine.atomic_write_text(os.path.join(out, "index.json"), json.dumps(index, indent=1, sort_keys=True) + "\n")
+  quarantine.atomic_write_text(root / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
   return {"read": read, "written": written, "quarantined": held,
           "reasons": dict(collections.Counter(r["category"] for r in rows).most_common())}
 
 
 def remove_stale_temporaries(out: str, plan, shards: list[int]):
-  """Temporary files a killed run of *this* process's shards left behind (others' are not ours)."""
+  """Temporary files a killed run of *this* process's shards left behind (others' are not ours).
+
+  Local output only: for gs:// output the temporaries live in the local temp folder, and a killed
+  run's objects are never partial (one upload each).
+  """
+  if storage.is_remote(out):
+    return
   for sub, name in (("shards", plan.shard_file), ("quarantine", lambda s: f"shard-{s:05d}.jsonl"),
                     ("index", lambda s: f"shard-{s:05d}.json")):
     prefixes = tuple("." + name(s) + "." for s in shards)
@@ -159,15 +185,16 @@ def run(config, encoder_pair=None) -> dict:
   t0 = time.perf_counter()
   if not config.output_dir:
     raise ValueError("config key output_dir is empty")
+  storage.check_reachable(config.output_dir, "output_dir")  # before any work: fail fast, in one line
   samples = manifests.read_inputs(config.input, config.get("tfds_data_dir") or None)
   image_encoder, speech_encoder = encoder_pair or encoders.build_encoders(config)
   cfg = media_config(config, image_encoder)
   settings = {"media": dataclasses.asdict(cfg), "speech_pad_multiple": config.speech_pad_multiple,
               "image_tokenizer": config.image_tokenizer, "speech_tokenizer": config.speech_tokenizer}
   plan = plan_lib.make_plan(samples, config.shard_size, settings)
-  out = config.output_dir
+  out = storage.as_str(config.output_dir)
   for sub in ("shards", "quarantine", "index"):
-    os.makedirs(os.path.join(out, sub), exist_ok=True)
+    (storage.as_path(out) / sub).mkdir(parents=True, exist_ok=True)
   plan_lib.check_or_record(plan, out)
   index, count = process_split(config)
   mine = plan_lib.owned_shards(plan.num_shards, index, count)

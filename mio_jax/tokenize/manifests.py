@@ -21,6 +21,8 @@ import json
 import os
 from typing import Any, Callable
 
+from mio_jax import storage
+
 KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conversation")
 MEDIA_TYPES = ("image", "speech", "video")
 ROLES = ("system", "user", "assistant")
@@ -129,9 +131,10 @@ def row_to_parts(kind: str, row: dict, base: str) -> list[dict]:
 
 def read_jsonl(path: str, kind: str | None = None) -> list[RawSample]:
   """One RawSample per non-blank line, in file order; bad lines carry their reason in `error`."""
-  base = os.path.dirname(os.path.abspath(path))
+  # Relative media paths are relative to the manifest's folder, on gs:// too.
+  base = os.path.dirname(storage.as_str(path))
   samples = []
-  with open(path, "rb") as f:
+  with storage.as_path(path).open("rb") as f:
     for lineno, raw in enumerate(f, start=1):
       if not raw.strip():
         continue
@@ -154,7 +157,9 @@ def read_jsonl(path: str, kind: str | None = None) -> list[RawSample]:
 def read_folder(root: str) -> list[RawSample]:
   """Media files with a sidecar STEM.txt (read at decode time), walked in sorted order."""
   samples = []
-  for dirpath, dirnames, filenames in os.walk(root):
+  walk = storage.as_path(root).walk() if storage.is_remote(root) else os.walk(root)
+  for dirpath, dirnames, filenames in walk:
+    dirpath = os.fspath(dirpath)
     dirnames.sort()
     for name in sorted(filenames):
       stem, ext = os.path.splitext(name)
@@ -166,7 +171,7 @@ def read_folder(root: str) -> list[RawSample]:
       path = os.path.join(dirpath, name)
       kind = {"image": "image_text", "speech": "speech_text", "video": "video_text"}[media]
       sidecar = os.path.join(dirpath, stem + ".txt")
-      if not os.path.exists(sidecar):
+      if not storage.as_path(sidecar).exists():
         samples.append(RawSample(kind, path, error=f"missing sidecar text: {sidecar}"))
         continue
       samples.append(RawSample(kind, path, [{"type": media, "path": path},
@@ -289,6 +294,8 @@ def read_inputs(spec: str, tfds_data_dir: str | None = None) -> list[RawSample]:
     if not item:
       continue
     prefix, _, rest = item.partition(":")
+    if storage.is_remote(item):  # gs://... : the scheme is no input prefix
+      prefix = ""
     if prefix == "folder":
       samples += read_folder(rest)
     elif prefix == "tfds":
@@ -296,9 +303,9 @@ def read_inputs(spec: str, tfds_data_dir: str | None = None) -> list[RawSample]:
       samples += read_tfds(name, split, tfds_data_dir or None)
     elif prefix in KINDS:
       samples += read_jsonl(rest, prefix)
-    elif os.path.isdir(item):
+    elif storage.as_path(item).is_dir():
       samples += read_folder(item)
-    elif os.path.isfile(item):
+    elif storage.as_path(item).is_file():
       samples += read_jsonl(item)
     else:
       raise ManifestError(f"input {item!r}: no such file or folder (config key `input`)")

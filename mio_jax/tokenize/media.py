@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 from PIL import Image
 
+from mio_jax import storage
 from mio_jax.tokenize.manifests import ManifestError, RawSample
 
 
@@ -148,12 +149,12 @@ def _thumb(img: Image.Image) -> np.ndarray:
   return np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR))
 
 
-def _decode_frames(path: str, keep) -> tuple[int, dict[int, Image.Image], Image.Image | None]:
+def _decode_frames(path: str, keep, data: bytes | None = None) -> tuple[int, dict[int, Image.Image], Image.Image | None]:
   """Decode every frame, keeping those for which keep(index, image) is true: memory is bounded by
   the frames kept, not the video's length. -> (frame count, kept frames, first frame)."""
   kept, first, n = {}, None, 0
   try:
-    with av.open(path) as container:
+    with av.open(path if data is None else io.BytesIO(data)) as container:
       for n, frame in enumerate(container.decode(video=0), start=1):
         img = frame.to_image()
         first = first or img
@@ -168,20 +169,20 @@ def _decode_frames(path: str, keep) -> tuple[int, dict[int, Image.Image], Image.
 
 def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
   """-> uint8 [F, S, S, 3] sampled frames."""
-  path = part["path"]
-  if not os.path.exists(path):
+  path, data = part["path"], part.get("data")
+  if data is None and not os.path.exists(path):
     raise MediaError(f"video file missing: {path}", "missing file")
   if mode == "uniform":
     try:
-      with av.open(path) as container:
+      with av.open(path if data is None else io.BytesIO(data)) as container:
         declared = container.streams.video[0].frames if container.streams.video else 0
     except Exception as e:
       raise MediaError(f"unreadable video {path}: {e}", "unreadable video") from None
     wanted = set(uniform_indices(declared, cfg.num_frames).tolist()) if declared else None
-    n, kept, first = _decode_frames(path, lambda i, _: wanted is None or i in wanted)
+    n, kept, first = _decode_frames(path, lambda i, _: wanted is None or i in wanted, data)
     idx = uniform_indices(n, cfg.num_frames)
     if not set(idx.tolist()) <= set(kept):  # the container's frame count was wrong: decode again
-      n, kept, first = _decode_frames(path, lambda i, _, w=set(idx.tolist()): i in w)
+      n, kept, first = _decode_frames(path, lambda i, _, w=set(idx.tolist()): i in w, data)
   elif mode == "keyframes":
     prev, scores = [None], {}
 
@@ -194,7 +195,7 @@ def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
         return True
       return False
 
-    n, kept, first = _decode_frames(path, is_scene_start)
+    n, kept, first = _decode_frames(path, is_scene_start, data)
     cuts = sorted(i for i in kept if i > 0)
     idx = select_keyframes(np.array(cuts), [scores[i] for i in cuts], cfg.max_keyframes)
   else:
@@ -206,8 +207,7 @@ def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
 
 def read_sidecar(path: str) -> str:
   try:
-    with open(path, "rb") as f:
-      text = f.read().decode("utf-8").strip()
+    text = storage.as_path(path).read_bytes().decode("utf-8").strip()
   except UnicodeDecodeError:
     raise MediaError(f"text {path} is not valid UTF-8", "text not UTF-8") from None
   except OSError as e:
@@ -215,6 +215,20 @@ def read_sidecar(path: str) -> str:
   if not text:
     raise MediaError(f"empty text {path}", "missing text")
   return text
+
+
+def fetch_remote(part: dict) -> dict:
+  """A media part whose path is on object storage (gs://) with the file's bytes as "data": the
+  decoders read bytes like TFDS media (Pillow, soundfile and PyAV want a seekable local file)."""
+  path = part.get("path")
+  if part["type"] == "text" or not path or not storage.is_remote(path):
+    return part
+  try:
+    return {**part, "data": storage.as_path(path).read_bytes()}
+  except FileNotFoundError:
+    raise MediaError(f"{part['type']} file missing: {path}", "missing file") from None
+  except OSError as e:
+    raise MediaError(f"unreadable {part['type']} {path}: {e}", "missing file") from None
 
 
 def decode_sample(raw: RawSample, cfg: MediaConfig) -> list[dict]:
@@ -230,6 +244,7 @@ def decode_sample(raw: RawSample, cfg: MediaConfig) -> list[dict]:
   video_mode = cfg.pair_video_mode if raw.kind == "video_text" else cfg.interleaved_video_mode
   out = []
   for part in raw.parts:
+    part = fetch_remote(part)
     t = part["type"]
     if t == "text":
       new = {"type": "text", "text": part["text"] if "text" in part else read_sidecar(part["path"])}

@@ -11,8 +11,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 
+from mio_jax import storage
 from mio_jax.tokenize import quarantine
 
 PLAN_FILE = "plan.json"
@@ -65,11 +65,10 @@ def owned_shards(num_shards: int, process_index: int, process_count: int) -> lis
 
 def check_or_record(plan: Plan, output_dir: str):
   """Write plan.json the first time; afterwards insist the recorded plan is this plan."""
-  path = os.path.join(output_dir, PLAN_FILE)
+  path = storage.as_path(output_dir) / PLAN_FILE
   mine = json.loads(json.dumps(plan.to_dict()))  # tuples -> lists, as read back from disk
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      recorded = json.load(f)
+  if path.exists():
+    recorded = json.loads(path.read_text(encoding="utf-8"))
     if recorded != mine:
       keys = sorted(k for k in set(recorded) | set(mine) if recorded.get(k) != mine.get(k))
       raise ValueError(f"{path}: output_dir holds a different job (differs in {keys}); "

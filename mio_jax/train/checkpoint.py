@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from typing import Any
 
@@ -23,6 +22,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from mio_jax import storage
+from mio_jax.train.checkpoint_paths import checkpoint_dir, resolve_params_dir  # noqa: F401 (API)
 from mio_jax.train.state import TrainState
 
 log = logging.getLogger("mio_jax.train")
@@ -30,16 +31,6 @@ log = logging.getLogger("mio_jax.train")
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a run can be restored, or its data state does not fit this job."""
-
-
-def as_path(path: str | os.PathLike) -> epath.Path:
-  """A local path made absolute, or a gs:// (any URL) path kept as it is."""
-  text = os.fspath(path)
-  return epath.Path(text if "://" in text else os.path.abspath(text))
-
-
-def checkpoint_dir(workdir: str) -> epath.Path:
-  return as_path(workdir) / "checkpoints"
 
 
 def make_manager(workdir: str, *, keep: int, async_save: bool,
@@ -51,7 +42,7 @@ def make_manager(workdir: str, *, keep: int, async_save: bool,
   options = ocp.CheckpointManagerOptions(
       enable_async_checkpointing=async_save, create=True,
       preservation_policy=policies.AnyPreservationPolicy(preserve))
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+  return ocp.CheckpointManager(storage.as_path(checkpoint_dir(workdir)), options=options,
                                item_names=("params", "opt_state", "data"))
 
 
@@ -173,29 +164,10 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: TrainState, s
                         "move the directory away to start from scratch")
 
 
-def resolve_params_dir(path: str) -> str:
-  """`init_from` may name a workdir (latest step), a checkpoints dir, a step dir, or its params dir.
-
-  Returns the params dir as a string (absolute, or the gs:// URL).
-  """
-  path = as_path(path)
-  if path.name == "params" and path.is_dir():
-    return os.fspath(path)
-  if (path / "params").is_dir():
-    return os.fspath(path / "params")
-  for root in (path / "checkpoints", path):
-    if root.is_dir():
-      steps = [int(d.name) for d in root.iterdir() if d.name.isdigit()]
-      if steps:
-        return os.fspath(root / str(max(steps)) / "params")
-  raise FileNotFoundError(f"config.init_from={os.fspath(path)!r}: no checkpoint with a params item "
-                          "found there")
-
-
 def saved_param_shapes(params_dir: str | epath.Path) -> dict[str, tuple[int, ...]]:
   """Every saved parameter's shape by "/"-joined path, from orbax metadata (no array is read)."""
   with ocp.PyTreeCheckpointer() as checkpointer:
-    meta = checkpointer.metadata(as_path(params_dir))
+    meta = checkpointer.metadata(storage.as_path(params_dir))
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]

@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 
+from mio_jax import storage
 from mio_jax.data.config import shards_if_mixed
 from mio_jax.export.run_config import resolve_init_from, save_run_config
 from mio_jax.kernels import configure_block_sizes
@@ -86,6 +86,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
+  storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
   if jax.process_index() == 0:
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -155,6 +156,7 @@ class _Run:
           if step % self.tc.checkpoint_every == 0 or step == last or preempted:
             self.flush(step)  # no state is saved before every step in it was checked
             ckpt.save(self.manager, state, batches)
+            self.writer.sync()  # on gs:// the rows reach the bucket with the checkpoint
           if preempted:
             self.manager.wait_until_finished()
             log.info("preempted: saved step %d to %s; rerun the same command to resume", step,

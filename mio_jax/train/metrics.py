@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import jax
+
+from mio_jax import storage
 
 # Dense bf16 peak TFLOP/s per device, by the start of `device.device_kind`.
 PEAK_TFLOPS = {
@@ -42,44 +46,133 @@ def train_flops_per_token(model_cfg, seq_len: int) -> float:
 
 
 class MetricWriter:
-  """Writes scalars to TensorBoard and to WORKDIR/metrics.jsonl (process 0 only).
+  """Scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard/ (process 0 only); WORKDIR may be gs://.
 
-  A value of None (a modality absent from the batch) is written as null; a non-finite float as the
-  string "nan", "inf" or "-inf". `resume_step`: rows and events after it (written before a crash
-  or preemption, and about to be replayed) are dropped, so each step has one row.
+  write(step, scalars): each value is a number, or None for a metric absent at this step (e.g. a
+  modality with no tokens in the batch): null in metrics.jsonl, nothing in TensorBoard. A
+  non-finite number is a real value gone wrong and is written visibly, as "nan", "inf" or "-inf".
+
+  resume_step=N (a run restarting from its step-N checkpoint): rows after N, written by the run
+  that died after its last checkpoint, are removed from metrics.jsonl (rewritten atomically), and
+  TensorBoard is told to discard its events after N (tensorboardX purge_step: a SessionLog START
+  at N + 1), so the re-run steps appear once.
+
+  Object stores cannot append, and tensorboardX's own GCS writer is broken (no `buffer`), so for a
+  remote WORKDIR both files are written in a local staging folder, as for a local run, and each is
+  uploaded whole every `sync_every_s` and on close (what TensorFlow's GCS file writer does on
+  flush). Whole-object uploads are atomic, so a reader of the bucket sees a complete file; an event
+  file past `rotate_bytes` is closed and a new one started, bounding each upload.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
+  def __init__(self, workdir, *, enabled: bool = True, resume_step: int | None = None,
+               sync_every_s: float = 60.0, rotate_bytes: int = 16 << 20):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.workdir = storage.as_path(workdir)
+    self.path = self.workdir / "metrics.jsonl"
+    self.remote = storage.is_remote(self.workdir)
+    self.sync_every_s, self.rotate_bytes = sync_every_s, rotate_bytes
     self._tb = None
-    if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      if resume_step is not None and os.path.exists(self.path):
-        with open(self.path) as f:
-          kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-        with open(self.path + ".tmp", "w") as f:
-          f.writelines(kept)
-        os.replace(self.path + ".tmp", self.path)
-      from tensorboardX import SummaryWriter  # no TensorFlow needed (README: why)
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                               purge_step=None if resume_step is None else resume_step + 1)
+    if not enabled:
+      return
+    storage.check_reachable(self.workdir, "workdir")
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self._stage = tempfile.mkdtemp(prefix="mio_metrics_") if self.remote else os.fspath(self.workdir)
+    self._jsonl = os.path.join(self._stage, "metrics.jsonl")
+    self._tb_dir = os.path.join(self._stage, "tensorboard")
+    self._open_jsonl(resume_step)
+    self._purge_step = None if resume_step is None else resume_step + 1
+    self._uploaded: set[str] = set()
+    self._last_sync = time.monotonic()
+
+  def _open_jsonl(self, resume_step: int | None) -> None:
+    text = self.path.read_text() if self.path.exists() else ""
+    if resume_step is not None and text:
+      rows = [line for line in text.splitlines() if _row_step(line) is not None]
+      kept = "".join(line + "\n" for line in rows if _row_step(line) <= resume_step)
+      if kept != text:
+        storage.atomic_write_text(self.path, kept)
+      text = kept
+    if self.remote:
+      with open(self._jsonl, "w", encoding="utf-8") as f:
+        f.write(text)
+
+  def _events(self):
+    """The open event file, started on first use (with the purge marker after a resume)."""
+    if self._tb is None:
+      from tensorboardX.event_file_writer import EventsWriter  # no TensorFlow needed (README: why)
+      from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+      os.makedirs(self._tb_dir, exist_ok=True)
+      # tensorboardX's synchronous writer (SummaryWriter queues events in a thread, so a sync could
+      # miss the last ones). A unique, time-ordered name: TensorBoard reads a run's files in name
+      # order, and two writers opened in one second must not share (and truncate) one file.
+      self._tb = EventsWriter(os.path.join(self._tb_dir, "events"), f".{time.time_ns()}")
+      if self._purge_step is not None:  # TensorBoard drops earlier events at steps >= this one
+        self._tb.write_event(Event(wall_time=time.time(), step=self._purge_step,
+                                   session_log=SessionLog(status=SessionLog.START)))
+        self._purge_step = None
+    return self._tb
 
   def write(self, step: int, scalars: dict[str, float | None]) -> None:
     if not self.enabled:
       return
-    row = {"step": step}
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    row, values = {"step": int(step)}, []
     for k, v in scalars.items():
-      if v is not None:
-        self._tb.add_scalar(k, v, step)
-        v = v if math.isfinite(v) else str(v)  # "nan", "inf", "-inf": JSON has no such numbers
-      row[k] = v
-    with open(self.path, "a") as f:
+      if v is None:
+        row[k] = None
+        continue
+      v = v if isinstance(v, int) and not isinstance(v, bool) else float(v)
+      row[k] = v if math.isfinite(v) else str(v)  # "nan", "inf", "-inf"
+      values.append(Summary.Value(tag=k, simple_value=v))
+    events = self._events()
+    events.write_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
+    with open(self._jsonl, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
+    if self.remote and time.monotonic() - self._last_sync >= self.sync_every_s:
+      self.sync()
+    else:
+      events.flush()
+
+  def sync(self) -> None:
+    """Uploads the staged files (remote WORKDIR only); rotates an event file past rotate_bytes."""
+    if not (self.enabled and self.remote):
+      return
+    names = sorted(os.listdir(self._tb_dir)) if os.path.isdir(self._tb_dir) else []
+    rotate = False
+    if self._tb is not None:
+      self._tb.flush()
+      rotate = any(os.path.getsize(os.path.join(self._tb_dir, n)) > self.rotate_bytes
+                   for n in names if n not in self._uploaded)
+      if rotate:  # this upload is the file's last; the next write opens a new one
+        self._tb.close()
+        self._tb = None
+    storage.upload(self._jsonl, self.path)
+    for name in (n for n in names if n not in self._uploaded):
+      storage.upload(os.path.join(self._tb_dir, name), self.workdir / "tensorboard" / name)
+    if rotate:
+      self._uploaded.update(names)
+    self._last_sync = time.monotonic()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+    self.sync()
+    if self.enabled and self.remote:
+      shutil.rmtree(self._stage, ignore_errors=True)
+      self.enabled = False
+
+
+def _row_step(line: str) -> int | None:
+  """The step of a metrics.jsonl line; None for a torn or foreign line (dropped on rewrite)."""
+  try:
+    step = json.loads(line).get("step")
+  except (json.JSONDecodeError, AttributeError):
+    return None
+  return step if isinstance(step, int) else None
 
 
 class Throughput:

@@ -5,9 +5,9 @@ Each failure is one line naming the config key, raised as `ConfigError`.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
+from mio_jax import storage
 from mio_jax.export.run_config import resolve_init_from
 from mio_jax.model.attention import available_impls
 from mio_jax.model.transformer import REMAT_POLICIES
@@ -83,9 +83,14 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
       raise ConfigError(f"config.model.{key}={size} is not divisible by the {axis} axis ({axes[axis]})")
 
   init_from = resolve_init_from(config)
-  if init_from and not os.path.exists(init_from):
+  if init_from:
     key = "config.init_from" if config.get("init_from") else "config.runs_dir/previous_run"
-    raise ConfigError(f"{key}={init_from!r} does not exist")
+    try:
+      storage.check_reachable(init_from, key)
+    except storage.StorageError as e:
+      raise ConfigError(str(e)) from None
+    if not storage.as_path(init_from).exists():
+      raise ConfigError(f"{key}={init_from!r} does not exist")
   t = config.train
   if t.steps < 1:
     raise ConfigError(f"config.train.steps={t.steps} must be at least 1")
