@@ -43,6 +43,7 @@ def test_smoke_stage2_trains_on_mixed_shards_from_one_flag(mini_job, tmp_path):
   with open(workdir / "checkpoints" / "2" / "data" / "process_0-of-1.json") as f:  # grain's handler
     state = json.load(f)["iterator"]
   names = sorted(k for k in KINDS if k != "conversation")  # stage 2's sources (weight > 0)
-  per_source = dict(zip(names, state["stats"]))
+  stats = state["stream_states"]["0"]["stats"]  # one process, one row stream
+  per_source = dict(zip(names, stats))
   assert all(per_source[k] > 0 for k in names), per_source
-  assert sum(state["stats"][len(names):]) == 0  # nothing dropped, truncated or skipped
+  assert sum(stats[len(names):]) == 0  # nothing dropped, truncated or skipped

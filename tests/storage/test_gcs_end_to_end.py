@@ -80,7 +80,9 @@ def test_tokenize_to_gs_writes_what_a_local_run_writes(tokenized):
   assert local["job"]["read"] == remote["job"]["read"] == n and remote["job"] == local["job"]
   assert rerun["shards_skipped"] == rerun["shards_owned"] == 4  # committed shards found in the bucket
   names = [p.rsplit("/", 1)[1] for p in storage.glob(gs_out + "/shards/*.array_record")]
-  assert names == sorted(os.listdir(os.path.join(local_out, "shards")))
+  assert names == sorted(f for f in os.listdir(os.path.join(local_out, "shards"))
+                        if f.endswith(".array_record"))
+  assert all(storage.as_path(f"{gs_out}/shards/{n}.kinds").exists() for n in names)  # kinds index
   for f in ("plan.json", "index.json", "quarantine.jsonl"):
     assert storage.as_path(f"{gs_out}/{f}").exists()
   gs_samples = _samples(storage.glob(gs_out + "/shards/*.array_record"))
@@ -95,7 +97,7 @@ def test_tokenize_to_gs_writes_what_a_local_run_writes(tokenized):
 def test_pipeline_reads_shards_from_gs_as_from_local_disk(tokenized):
   import ml_collections
 
-  from mio_jax.data.config import data_config, use_mixed_shards
+  from mio_jax.data.config import data_config
   from mio_jax.data.pipeline import build_dataset, resolve_shards
   from mio_jax.vocab import Vocabulary
 
@@ -106,7 +108,7 @@ def test_pipeline_reads_shards_from_gs_as_from_local_disk(tokenized):
     cfg.data = data_config(2, "smoke")
     cfg.data.seq_len = 1536
     cfg.data.data_dir = out
-    use_mixed_shards(cfg.data, "shards/*.array_record")  # relative to data_dir, a bucket folder too
+    cfg.data.mixed_shards = "shards/*.array_record"  # relative to data_dir, a bucket folder too
     assert resolve_shards(cfg.data, "image_text") == storage.glob(out + "/shards/*.array_record")
     vocab = Vocabulary.from_config(dict(text_model=os.path.join(ROOT, "data", "vocab", "mini.model"),
                                         text_size=1000, image_codes=1024, speech_codebook=1024,

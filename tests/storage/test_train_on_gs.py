@@ -29,9 +29,9 @@ def test_init_from_on_gs_is_checked_in_the_bucket(gs_dir):
   c = tiny_config()
   c.init_from = gs_dir + "/stage1"
   with pytest.raises(ConfigError, match=r"^config.init_from='gs://[^']+/stage1' does not exist$"):
-    validate(c, jax.device_count())
+    validate(c, jax.devices())
   storage.atomic_write_text(gs_dir + "/stage1/model_config.json", "{}")
-  validate(c, jax.device_count())  # found in the bucket, not as a local path
+  validate(c, jax.devices())  # found in the bucket, not as a local path
 
 
 def test_train_resume_and_export_on_gs(gs_dir, tmp_path, monkeypatch):
