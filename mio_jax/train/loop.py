@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
 from mio_jax import storage
@@ -27,8 +26,9 @@ from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.divergence import NonFiniteGuard
 from mio_jax.train.preemption import PreemptionWatcher
-from mio_jax.train.state import TrainState, create_train_state, make_optimizer
-from mio_jax.train.step import BATCH_KEYS, make_train_step
+from mio_jax.train.compile import compile_step
+from mio_jax.train.state import create_train_state, make_optimizer
+from mio_jax.train.step import make_train_step
 from mio_jax.train.synthetic_batches import SyntheticBatches
 from mio_jax.train.validate import modality_ranges, validate
 from mio_jax.vocab import Vocabulary
@@ -53,26 +53,6 @@ def make_batches(config, batch_sharding: NamedSharding) -> Iterator[dict[str, ja
                             seq_len=config.data.seq_len, vocab_size=config.model.vocab_size, **kwargs)
   from mio_jax.data.train_iterator import make_train_iterator
   return make_train_iterator(config, **kwargs)
-
-
-def compile_step(step_fn, state: TrainState, shardings: TrainState, batch_sharding: NamedSharding,
-                 config) -> Any:
-  """Lower and compile once, before the first batch; report the memory the step needs."""
-  batch_shape = jax.ShapeDtypeStruct((config.data.global_batch, config.data.seq_len), jnp.int32,
-                                     sharding=batch_sharding)
-  abstract_batch = {k: batch_shape for k in BATCH_KEYS}
-  abstract_batch["loss_mask"] = jax.ShapeDtypeStruct(batch_shape.shape, jnp.float32, sharding=batch_sharding)
-  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
-                   donate_argnums=(0,))
-  compiled = jitted.lower(state, abstract_batch).compile()
-  mem = compiled.memory_analysis()
-  if mem is not None:
-    total = sum(getattr(mem, f, 0) or 0 for f in (
-        "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")) - (
-            getattr(mem, "alias_size_in_bytes", 0) or 0)
-    log.info("train_step compiled: %.1f MiB per device (arguments %.1f, temporaries %.1f)",
-             total / 2**20, mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
-  return compiled
 
 
 def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResult:

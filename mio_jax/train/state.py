@@ -91,12 +91,10 @@ def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.Gradie
   return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
 
 
-def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                       mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.GraphDef]:
-  """Initialise the state directly in its sharded layout (no host ever holds the whole model).
-
-  Returns (state, its shardings, the model graphdef).
-  """
+def abstract_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                         mesh: Mesh, rules: Rules) -> tuple[Callable[[], TrainState], TrainState,
+                                                            TrainState, nnx.GraphDef]:
+  """(init function, its abstract sharded output, the shardings, the model graphdef); no FLOPs."""
   graphdef, _, axes = model_graphdef_and_axes(model_cfg)
 
   def init() -> TrainState:
@@ -105,5 +103,17 @@ def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
 
   abstract = jax.eval_shape(init)
   shardings = state_shardings(mesh, rules, axes, tx, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  return init, abstract, shardings, graphdef
+
+
+def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
+                       mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.GraphDef]:
+  """Initialise the state directly in its sharded layout (no host ever holds the whole model).
+
+  Returns (state, its shardings, the model graphdef).
+  """
+  init, _, shardings, graphdef = abstract_train_state(model_cfg, tx, seed, mesh, rules)
   state = jax.jit(init, out_shardings=shardings)()
   return state, shardings, graphdef
