@@ -2,7 +2,12 @@
 
 import ml_collections
 
+from mio_jax.model.vocab_padding import padded_vocab_size
+
 MIO_7B_VOCAB = dict(text_size=64000, image_codes=8192, speech_codebook=1024, speech_layers=4)
+# The accelerator presets pad MIO's 76,294 ids to 76,800 (a multiple of 8 x 128): the vocab axis
+# then splits over tensor axes up to 8; the padded ids are never predicted (vocab_padding.py).
+MIO_VOCAB = dict(vocab_size=padded_vocab_size(76294), unpadded_vocab_size=76294)
 
 
 def _model(**kw) -> ml_collections.ConfigDict:
@@ -14,6 +19,7 @@ def _model(**kw) -> ml_collections.ConfigDict:
       attention_impl="auto",
       remat_policy="dots",
       scan_layers=True,
+      unpadded_vocab_size=0,  # 0: vocab_size is the tokenizer's (CPU presets: no tensor axis)
   )
   base.update(kw)
   return ml_collections.ConfigDict(base)
@@ -21,10 +27,10 @@ def _model(**kw) -> ml_collections.ConfigDict:
 
 PRESETS = {
     # 32 layers, hidden 4096, 32 query heads of 128, 4 KV heads, SwiGLU 11008, vocab 76294.
-    "mio_7b": lambda: _model(vocab_size=76294, embed_dim=4096, num_layers=32, num_heads=32,
+    "mio_7b": lambda: _model(**MIO_VOCAB, embed_dim=4096, num_layers=32, num_heads=32,
                              num_kv_heads=4, head_dim=128, mlp_dim=11008),
     # ~1.0B parameters, for single-GPU MFU benchmarks (TinyLlama-like widths, MIO vocabulary).
-    "1b": lambda: _model(vocab_size=76294, embed_dim=2048, num_layers=16, num_heads=16,
+    "1b": lambda: _model(**MIO_VOCAB, embed_dim=2048, num_layers=16, num_heads=16,
                          num_kv_heads=4, head_dim=128, mlp_dim=5632),
     # ~40M parameters, for CPU benchmarks against PyTorch (issue 2's shapes). Layers unrolled: on
     # XLA CPU a scan stores each layer's saved activations row-major in the loop's stacked buffers,

@@ -28,6 +28,9 @@ def parse_args(argv=None):
   p.add_argument("--noise", type=float, default=None,
                  help="new rows: mean row + noise * per-dimension std * N(0,1) (default 0.01)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--vocab_multiple", "--vocab-multiple", type=int, default=1,
+                 help="pad the vocabulary to a multiple of this with zero rows, as the MIO-7B and 1B "
+                      "presets are (1024); 1: no padding, as the CPU presets")
   return p.parse_args(argv)
 
 
@@ -41,7 +44,8 @@ def main(argv=None):
   try:
     vocab_cfg = read_layout(args.vocab_config) if args.vocab_config else None
     summary = import_hf(args.hf, args.out, vocab_cfg=vocab_cfg, text_model=args.text_model,
-                        noise=DEFAULT_NOISE if args.noise is None else args.noise, seed=args.seed)
+                        noise=DEFAULT_NOISE if args.noise is None else args.noise, seed=args.seed,
+                        vocab_multiple=args.vocab_multiple)
   except (ValueError, FileNotFoundError, KeyError) as e:
     sys.exit(f"import failed: {e}")
   print(json.dumps(summary, indent=2))

@@ -26,10 +26,10 @@ from mio_jax.export.run_config import RUN_CONFIG
 from mio_jax.export.safetensors_io import Reader
 from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout
 from mio_jax.model.transformer import ModelConfig
+from mio_jax.model.vocab_padding import padded_vocab_size
 
 log = logging.getLogger("mio_jax.export")
 
-VOCAB_AXIS = {"embed/table": 0, "lm_head": 1}  # where our vocabulary-sized tensors keep the vocab
 # Buffers some older checkpoints carry; they are recomputed, not weights.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 DEFAULT_NOISE = 0.01
@@ -66,7 +66,8 @@ def read_hf_config(hf_dir: str) -> dict:
 
 def load_hf_params(hf_dir: str, cfg: ModelConfig, hf_vocab: int, tied: bool, *, noise: float,
                    seed: int) -> dict:
-  """Our float32 param tree from the HF tensors; vocabulary rows past `hf_vocab` initialised new."""
+  """Our float32 param tree from the HF tensors; vocabulary rows past `hf_vocab` initialised new,
+  rows past cfg.used_vocab_size (hardware padding) zero."""
   reader = Reader(hf_dir)
   hf_cfg = dataclasses.replace(cfg, vocab_size=hf_vocab)
   hf_shapes, shapes = mapping.our_shapes(hf_cfg), mapping.our_shapes(cfg)
@@ -94,19 +95,24 @@ def load_hf_params(hf_dir: str, cfg: ModelConfig, hf_vocab: int, tied: bool, *, 
   params: dict = {}
   for entry in mapping.PARAM_MAP:
     value = mapping.from_hf_tensors(entry, read(entry), hf_shapes[entry.ours])
-    if entry.ours in VOCAB_AXIS and hf_vocab < cfg.vocab_size:
-      axis = VOCAB_AXIS[entry.ours]
+    if entry.ours in mapping.VOCAB_AXIS and hf_vocab < cfg.used_vocab_size:
+      axis = mapping.VOCAB_AXIS[entry.ours]
       rows = np.moveaxis(value, axis, 0)
-      extra = new_rows(rows, cfg.vocab_size - hf_vocab, noise=noise, rng=rng)
+      extra = new_rows(rows, cfg.used_vocab_size - hf_vocab, noise=noise, rng=rng)
       value = np.moveaxis(np.concatenate([rows, extra]), 0, axis)
+    value = mapping.pad_vocab(entry.ours, value, cfg)
     assert value.shape == shapes[entry.ours], (entry.ours, value.shape)
     mapping.set_path(params, entry.ours, np.ascontiguousarray(value, dtype=np.float32))
   return params
 
 
 def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_model: str | None = None,
-              noise: float = DEFAULT_NOISE, seed: int = 0) -> dict:
-  """Writes OUT (see the module doc) from the HF checkpoint in `hf_dir`; returns a summary dict."""
+              noise: float = DEFAULT_NOISE, seed: int = 0, vocab_multiple: int = 1) -> dict:
+  """Writes OUT (see the module doc) from the HF checkpoint in `hf_dir`; returns a summary dict.
+
+  `vocab_multiple` > 1 pads the vocabulary to a multiple of it with zero rows, as the accelerator
+  presets are (1024: configs/models.py); the padded ids are never predicted.
+  """
   from mio_jax.vocab import Vocabulary
 
   if os.path.isdir(os.path.join(out_dir, "checkpoints")):
@@ -122,7 +128,11 @@ def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_
   if hf_vocab < vocab.text_size:
     log.warning("%s has %d ids, fewer than text_size %d: text ids %d.. start untrained", hf_dir,
                 hf_vocab, vocab.text_size, hf_vocab)
-  cfg = ModelConfig(vocab_size=vocab.size, **fields, dtype="float32")
+  if vocab_multiple < 1:
+    raise ValueError(f"--vocab_multiple={vocab_multiple} must be at least 1")
+  padded = padded_vocab_size(vocab.size, vocab_multiple)
+  cfg = ModelConfig(vocab_size=padded, unpadded_vocab_size=vocab.size if padded > vocab.size else 0,
+                    **fields, dtype="float32")
   params = load_hf_params(hf_dir, cfg, hf_vocab, bool(hf.get("tie_word_embeddings", False)),
                           noise=noise, seed=seed)
 
@@ -138,8 +148,9 @@ def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_
   manager.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
   manager.wait_until_finished()
   manager.close()
-  arch = {k: v for k, v in dataclasses.asdict(cfg).items() if k in fields or k == "vocab_size"}
+  arch = {k: v for k, v in dataclasses.asdict(cfg).items()
+          if k in fields or k in ("vocab_size", "unpadded_vocab_size")}
   with open(os.path.join(out_dir, RUN_CONFIG), "w") as f:
     json.dump({"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}, f, indent=2)
-  return {"out_dir": out_dir, "hf_vocab": hf_vocab, "vocab_size": vocab.size,
+  return {"out_dir": out_dir, "hf_vocab": hf_vocab, "vocab_size": vocab.size, "padded_vocab_size": padded,
           "new_rows": vocab.size - hf_vocab, "model": arch}

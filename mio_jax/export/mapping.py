@@ -65,6 +65,27 @@ PARAM_MAP: tuple[TensorMap, ...] = (
 )
 
 
+# Where our vocabulary-sized tensors keep the vocab: export strips the hardware padding of these
+# (ids past cfg.used_vocab_size), import restores it as zeros.
+VOCAB_AXIS = {"embed/table": 0, "lm_head": 1}
+
+
+def strip_vocab_padding(name: str, value: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+  if name not in VOCAB_AXIS or cfg.used_vocab_size == value.shape[VOCAB_AXIS[name]]:
+    return value
+  return np.take(value, np.arange(cfg.used_vocab_size), axis=VOCAB_AXIS[name])
+
+
+def pad_vocab(name: str, value: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+  """`value` with zero rows for the padded ids, up to cfg.vocab_size."""
+  if name not in VOCAB_AXIS or value.shape[VOCAB_AXIS[name]] == cfg.vocab_size:
+    return value
+  axis = VOCAB_AXIS[name]
+  widths = [(0, 0)] * value.ndim
+  widths[axis] = (0, cfg.vocab_size - value.shape[axis])
+  return np.pad(value, widths)
+
+
 def our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Every parameter's full shape (layers axis included), by "/"-joined path."""
   v, e, n, h, k, d, m = (cfg.vocab_size, cfg.embed_dim, cfg.num_layers, cfg.num_heads,
@@ -131,7 +152,7 @@ def hf_config_dict(cfg: ModelConfig, *, max_position_embeddings: int, bos_token_
                    eos_token_id: int | list[int] | None, torch_dtype: str) -> dict:
   """LlamaConfig keyword arguments that build the same network as `cfg`."""
   return dict(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, intermediate_size=cfg.mlp_dim,
+      vocab_size=cfg.used_vocab_size, hidden_size=cfg.embed_dim, intermediate_size=cfg.mlp_dim,
       num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
       num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.norm_eps,
       rope_theta=float(cfg.rope_theta),  # transformers 5 stores it as rope_parameters.rope_theta

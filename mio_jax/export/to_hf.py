@@ -107,8 +107,9 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
   if not vocab_cfg.get("text_model") or not with_tokenizer:
     vocab_cfg["text_model"] = None
   vocab = Vocabulary.from_config(vocab_cfg)
-  if vocab.size != cfg.vocab_size:
-    raise ValueError(f"{params_dir}: config.vocab gives {vocab.size} ids, the embedding has {cfg.vocab_size}")
+  if vocab.size != cfg.used_vocab_size:
+    raise ValueError(f"{params_dir}: config.vocab gives {vocab.size} ids, the model {cfg.used_vocab_size}"
+                     + (f" (of {cfg.vocab_size} padded)" if cfg.unpadded_vocab_size else ""))
   if with_tokenizer and not vocab.text_model:
     raise ValueError("the HF tokenizer needs the SentencePiece model: config.vocab.text_model is "
                      "empty (pass --text_model, or --no_tokenizer)")
@@ -145,7 +146,7 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
   writer = safetensors_io.ShardedWriter(out_dir, max_shard_bytes)
   out_dtype = DTYPES[dtype]
   for entry in mapping.PARAM_MAP:
-    value = read_param(params_dir, entry.ours)
+    value = mapping.strip_vocab_padding(entry.ours, read_param(params_dir, entry.ours), cfg)
     for hf_name, tensor in mapping.to_hf_tensors(entry, value):
       writer.add(hf_name, tensor.astype(out_dtype))
     del value

@@ -36,14 +36,15 @@ def beam_search(model: Transformer, prompt, *, num_beams: int, max_new_tokens: i
                                              "layout", "length_penalty"))
 def _beam_search(graphdef, state, prompt, *, num_beams, max_new_tokens, stop_ids, layout, length_penalty):
   model = nnx.merge(graphdef, state)
-  k, prompt_len, vocab = num_beams, prompt.shape[0], model.cfg.vocab_size
+  # A padded vocabulary's extra ids are never candidates.
+  k, prompt_len, vocab = num_beams, prompt.shape[0], model.cfg.used_vocab_size
   cache = init_cache(model.cfg, 1, prompt_len + max_new_tokens)
   logits, cache = model.decode(prompt[None], jnp.ones((1, prompt_len), jnp.int32),
                                jnp.arange(prompt_len, dtype=jnp.int32)[None], cache)
   tile = lambda a, axis: jnp.repeat(a, k, axis=axis)
   cache = {"k": tile(cache["k"], 1), "v": tile(cache["v"], 1),
            "segment_ids": tile(cache["segment_ids"], 0), "index": cache["index"]}
-  logits = tile(logits[:, -1], 0)
+  logits = tile(logits[:, -1, :vocab], 0)
   if layout is not None:
     ids = jnp.arange(vocab)[None]
     allowed = (constraints.allowed_ids(layout, constraints.initial_state(1))
@@ -75,7 +76,7 @@ def _beam_search(graphdef, state, prompt, *, num_beams, max_new_tokens, stop_ids
     step_model = nnx.merge(graphdef, params)  # rebuilt inside this trace (nnx rule)
     pos = jnp.full((k, 1), prompt_len + step, jnp.int32)
     logits, cache = step_model.decode(token[:, None], jnp.ones((k, 1), jnp.int32), pos, cache)
-    return logits[:, -1], cache, scores, out, finished, lengths, params
+    return logits[:, -1, :vocab], cache, scores, out, finished, lengths, params
 
   carry = (logits, cache, scores, out, finished, lengths, state)
   _, _, scores, out, finished, lengths, _ = jax.lax.fori_loop(0, max_new_tokens, body, carry)

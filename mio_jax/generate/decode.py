@@ -82,11 +82,11 @@ def _generate(graphdef, state, prompt, prompt_lengths, key, *, max_new_tokens, l
               stop_after_media):
   model = nnx.merge(graphdef, state)
   batch, prompt_len = prompt.shape
-  vocab = model.cfg.vocab_size
+  vocab = model.cfg.used_vocab_size  # a padded vocabulary's extra ids are never candidates
   segment_ids, positions = prompt_inputs(prompt, prompt_lengths)
   cache = init_cache(model.cfg, batch, prompt_len + max_new_tokens)
   logits, cache = model.decode(prompt, segment_ids, positions, cache)
-  logits = logits[:, -1]
+  logits = logits[:, -1, :vocab]
   rows = jnp.arange(batch)
   # Ids in the prompt (padding excluded; `add`, since a pad id may repeat a real one).
   seen = jnp.zeros((batch, vocab), jnp.int32).at[rows[:, None], prompt].add(segment_ids) > 0
@@ -126,7 +126,7 @@ def _generate(graphdef, state, prompt, prompt_lengths, key, *, max_new_tokens, l
     # nnx refuses a module from the outer trace inside the loop: rebuild it from the carried params.
     step_model = nnx.merge(graphdef, params)
     logits, cache = step_model.decode(token[:, None], jnp.ones((batch, 1), jnp.int32), pos, cache)
-    return step + 1, key, logits[:, -1], cache, mode_state, done | stopped, seen, out, token, params
+    return step + 1, key, logits[:, -1, :vocab], cache, mode_state, done | stopped, seen, out, token, params
 
   carry = (jnp.zeros((), jnp.int32), key, logits, cache, mode_state, done, seen, out, last, state)
   step, *_, done, _, out, last, _ = jax.lax.while_loop(cond, body, carry)

@@ -25,9 +25,9 @@ def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Trans
   if text_model:
     vocab_cfg["text_model"] = text_model
   vocab = Vocabulary.from_config(vocab_cfg)
-  if vocab.size != cfg.vocab_size:
+  if vocab.size != cfg.used_vocab_size:
     raise ValueError(f"{checkpoint}: vocabulary has {vocab.size} ids, model_config.json's model "
-                     f"{cfg.vocab_size}")
+                     f"{cfg.used_vocab_size}")
   abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   shapes = nnx.to_pure_dict(state)

@@ -18,6 +18,7 @@ from flax import nnx
 
 from mio_jax.model.attention import attention
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
+from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain
 
 REMAT_POLICIES = {
@@ -45,6 +46,14 @@ class ModelConfig:
   attention_impl: str = "xla"
   remat_policy: str = "dots"
   scan_layers: bool = True
+  # The tokenizer's ids, when vocab_size is padded for the hardware (0: not padded); the logits of
+  # ids from here to vocab_size are masked (mio_jax/model/vocab_padding.py).
+  unpadded_vocab_size: int = 0
+
+  @property
+  def used_vocab_size(self) -> int:
+    """How many ids the model can predict: the tokenizer's, without the padding."""
+    return self.unpadded_vocab_size or self.vocab_size
 
   @classmethod
   def from_config(cls, cfg) -> "ModelConfig":
@@ -149,6 +158,8 @@ class Transformer(nnx.Module):
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     out = lm_head(hidden, self.lm_head[...].astype(hidden.dtype))
+    if self.cfg.used_vocab_size < self.cfg.vocab_size:
+      out = mask_padded_logits(out, self.cfg.used_vocab_size)
     return constrain(out, ("batch", "length", "act_vocab"))
 
   def __call__(self, ids, segment_ids, positions) -> jax.Array:

@@ -69,9 +69,14 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     vocab = Vocabulary.from_config(config.vocab)  # loads and checks the text model when one is set
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if m.vocab_size != vocab.size:
-    raise ConfigError(f"config.model.vocab_size={m.vocab_size} disagrees with the tokenizer layout in "
+  unpadded = m.get("unpadded_vocab_size", 0)
+  key, used = ("unpadded_vocab_size", unpadded) if unpadded else ("vocab_size", m.vocab_size)
+  if used != vocab.size:
+    raise ConfigError(f"config.model.{key}={used} disagrees with the tokenizer layout in "
                       f"config.vocab ({vocab.size} ids)")
+  if m.vocab_size < used:
+    raise ConfigError(f"config.model.vocab_size={m.vocab_size} is smaller than "
+                      f"config.model.unpadded_vocab_size={used}")
 
   try:
     get_rules(config.sharding.rules)

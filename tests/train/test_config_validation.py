@@ -50,8 +50,9 @@ def test_good_configs_pass_for_every_stage_and_size():
 
 def test_mio_7b_preset_is_exact():
   m = stage_config(1).model
-  assert (m.vocab_size, m.embed_dim, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.mlp_dim,
+  assert (m.unpadded_vocab_size, m.embed_dim, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.mlp_dim,
           m.norm_eps, m.rope_theta) == (76294, 4096, 32, 32, 4, 128, 11008, 1e-5, 5_000_000.0)
+  assert m.vocab_size == 76800  # padded for the hardware (mio_jax/model/vocab_padding.py)
   assert stage_config(1).data.seq_len == 2800
 
 
