@@ -20,6 +20,7 @@ def _model(**kw) -> ml_collections.ConfigDict:
       remat_policy="dots",
       scan_layers=True,
       unpadded_vocab_size=0,  # 0: vocab_size is the tokenizer's (CPU presets: no tensor axis)
+      loss_chunk=0,  # tokens per row per chunk of the training loss's logits; 0: all at once
   )
   base.update(kw)
   return ml_collections.ConfigDict(base)

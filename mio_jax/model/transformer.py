@@ -49,6 +49,9 @@ class ModelConfig:
   # The tokenizer's ids, when vocab_size is padded for the hardware (0: not padded); the logits of
   # ids from here to vocab_size are masked (mio_jax/model/vocab_padding.py).
   unpadded_vocab_size: int = 0
+  # Training loss over chunks of this many tokens per row, never holding the whole logits
+  # (mio_jax/train/chunked_loss.py); 0: the plain loss over the whole logits.
+  loss_chunk: int = 0
 
   @property
   def used_vocab_size(self) -> int:

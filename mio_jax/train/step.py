@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from mio_jax.train.chunked_loss import chunked_token_losses
 from mio_jax.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
@@ -45,8 +46,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
 
   def summed_loss(params, batch):
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
-    loss, nll = token_losses(logits, batch["targets"], z_loss)
+    if model.cfg.loss_chunk:  # logits a chunk at a time (mio_jax/train/chunked_loss.py)
+      hidden = model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"])
+      loss, nll = chunked_token_losses(hidden, model.lm_head[...], batch["targets"], z_loss=z_loss,
+                                       chunk=model.cfg.loss_chunk, used_vocab=model.cfg.used_vocab_size)
+    else:
+      logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
+      loss, nll = token_losses(logits, batch["targets"], z_loss)
     mask = batch["loss_mask"].astype(jnp.float32)
     sums = {"loss": jnp.sum(nll * mask), "tokens": jnp.sum(mask)}
     for name, m in modality_masks(batch["targets"], modality_ranges).items():

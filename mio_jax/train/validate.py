@@ -62,6 +62,8 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
                       f"choose one of {', '.join(REMAT_POLICIES)}")
   if m.num_heads % m.num_kv_heads:
     raise ConfigError(f"config.model.num_heads={m.num_heads} is not a multiple of num_kv_heads={m.num_kv_heads}")
+  if m.get("loss_chunk", 0) < 0:
+    raise ConfigError(f"config.model.loss_chunk={m.loss_chunk} must be 0 (plain loss) or a token count")
   if m.head_dim % 2:
     raise ConfigError(f"config.model.head_dim={m.head_dim} must be even for rotary embeddings")
 
