@@ -19,7 +19,7 @@ from flax import nnx
 from mio_jax.model.attention import attention
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
 from mio_jax.model.vocab_padding import mask_padded_logits
-from mio_jax.parallel.rules import constrain
+from mio_jax.parallel.rules import constrain, kv_head_repeats
 
 REMAT_POLICIES = {
     "none": None,  # keep every activation: fastest, most memory
@@ -90,7 +90,11 @@ class Attention(nnx.Module):
     k = jnp.einsum("bte,ehd->bthd", x, self.wk[...].astype(dt))
     v = jnp.einsum("bte,ehd->bthd", x, self.wv[...].astype(dt))
     q = constrain(rotary_embedding(q, positions, cfg.rope_theta), ("batch", "length", "act_heads", None))
-    k = constrain(rotary_embedding(k, positions, cfg.rope_theta), ("batch", "length", "act_kv_heads", None))
+    k = rotary_embedding(k, positions, cfg.rope_theta)
+    if cache is None and (repeats := kv_head_repeats(cfg.num_kv_heads)) > 1:
+      # Fewer KV heads than tensor shards: each shard gets a copy of the one its query heads read.
+      k, v = jnp.repeat(k, repeats, axis=2), jnp.repeat(v, repeats, axis=2)
+    k = constrain(k, ("batch", "length", "act_kv_heads", None))
     v = constrain(v, ("batch", "length", "act_kv_heads", None))
     q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
     if cache is None:

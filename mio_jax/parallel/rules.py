@@ -9,6 +9,7 @@ every mesh shape (an axis of size 1 shards nothing).
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, Sequence
 
 import jax
@@ -77,8 +78,16 @@ def logical_to_spec(names: Sequence[str | None], rules: Rules) -> P:
   return P(*spec)
 
 
-def named_sharding(mesh: Mesh, names: Sequence[str | None], rules: Rules) -> NamedSharding:
-  return NamedSharding(mesh, logical_to_spec(names, rules))
+def named_sharding(mesh: Mesh, names: Sequence[str | None], rules: Rules,
+                   shape: Sequence[int] | None = None) -> NamedSharding:
+  """With `shape`, a dimension its mesh axes do not divide is replicated instead (MIO-7B's 4 KV
+  heads on a tensor axis of 8: see kv_head_repeats)."""
+  spec = logical_to_spec(names, rules)
+  if shape is not None:
+    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    size = lambda axes: math.prod(sizes[a] for a in ((axes,) if isinstance(axes, str) else axes))
+    spec = P(*(axes if axes is None or dim % size(axes) == 0 else None for axes, dim in zip(spec, shape)))
+  return NamedSharding(mesh, spec)
 
 
 # The mesh and rules that activation constraints use while a step is traced.
@@ -100,6 +109,17 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return x
   mesh, rules = _ACTIVE[-1]
   return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules))
+
+
+def kv_head_repeats(num_kv_heads: int) -> int:
+  """How many times each KV head is repeated so the active tensor axis splits whole heads: 1, or
+  tensor / num_kv_heads when there are fewer KV heads than tensor shards (then each shard holds one
+  copy, and the query heads it holds all read that KV head)."""
+  if not _ACTIVE:
+    return 1
+  mesh = _ACTIVE[-1][0]
+  tensor = dict(zip(mesh.axis_names, mesh.devices.shape)).get("tensor", 1)
+  return tensor // num_kv_heads if tensor > num_kv_heads and tensor % num_kv_heads == 0 else 1
 
 
 def batch_spec() -> P:

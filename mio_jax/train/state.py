@@ -83,7 +83,8 @@ def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.Gradie
   """Shardings for every leaf of the train state: params by their logical axes, optimizer moments
   like the params they track, scalars replicated."""
   is_names = lambda x: isinstance(x, tuple) and all(isinstance(n, str) for n in x)
-  param_sh = jax.tree.map(lambda names: named_sharding(mesh, names, rules), param_axes, is_leaf=is_names)
+  param_sh = jax.tree.map(lambda names, a: named_sharding(mesh, names, rules, a.shape), param_axes,
+                          abstract_state.params, is_leaf=is_names)
   replicated = NamedSharding(mesh, P())
   opt_sh = optax.tree_map_params(
       tx, lambda _, sh: sh, abstract_state.opt_state, param_sh,

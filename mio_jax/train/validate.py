@@ -84,10 +84,14 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     get_rules(config.sharding.rules)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  for key, size, axis in (("num_kv_heads", m.num_kv_heads, "tensor"), ("mlp_dim", m.mlp_dim, "tensor"),
+  for key, size, axis in (("num_heads", m.num_heads, "tensor"), ("mlp_dim", m.mlp_dim, "tensor"),
                           ("vocab_size", m.vocab_size, "tensor"), ("embed_dim", m.embed_dim, "fsdp")):
     if size % axes[axis]:
       raise ConfigError(f"config.model.{key}={size} is not divisible by the {axis} axis ({axes[axis]})")
+  # Fewer KV heads than tensor shards: each is repeated (rules.kv_head_repeats), its weights replicated.
+  if m.num_kv_heads % axes["tensor"] and axes["tensor"] % m.num_kv_heads:
+    raise ConfigError(f"config.model.num_kv_heads={m.num_kv_heads} and the tensor axis ({axes['tensor']}) "
+                      "must divide one another")
 
   init_from = resolve_init_from(config)
   if init_from:
