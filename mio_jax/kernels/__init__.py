@@ -1,4 +1,4 @@
-"""Fused attention kernels, registered with the dispatch in mio_jax.model.attention.
+"""Fused attention kernels, named in mio_jax.model.attention.KERNELS (imported from there by name).
 
   pallas  our Pallas flash attention: Triton on NVIDIA GPU, Mosaic on TPU (per shard under the
           ambient mesh), interpret mode on CPU (slow; for tests and CPU users)
@@ -17,7 +17,6 @@ from mio_jax.kernels.cudnn import cudnn_attention
 from mio_jax.kernels.flash_gpu import flash_attention_gpu
 from mio_jax.kernels.flash_tpu import flash_attention_tpu
 from mio_jax.kernels.target import compile_target, target_backend
-from mio_jax.model.attention import register_impl
 
 __all__ = ["BlockSizes", "block_sizes_from_config", "compile_target", "configure_block_sizes",
            "cudnn_attention", "pallas_attention", "splash_attention_impl"]
@@ -40,7 +39,3 @@ def splash_attention_impl(q, k, v, q_segment_ids, kv_segment_ids, *, causal):
   return splash_attention(q, k, v, q_segment_ids, kv_segment_ids, causal=causal,
                           blocks=current_block_sizes(backend), interpret=backend != "tpu")
 
-
-register_impl("pallas", pallas_attention)
-register_impl("splash", splash_attention_impl)
-register_impl("cudnn", cudnn_attention)

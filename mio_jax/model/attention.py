@@ -9,13 +9,17 @@ Shapes (batch-major, heads after sequence, as the projections produce them):
 Returns [batch, q_len, num_heads, head_dim] in q's dtype.
 
 Every implementation honours segment ids; one that cannot raises instead of dropping them.
-Fused kernels register themselves with `register_impl` from `mio_jax.kernels`.
+The fused kernels (KERNELS) are imported by name when first used; none falls back silently: a named
+kernel that cannot be imported or cannot run on the backend is a one-line error (`check_impl`, run
+by config validation before compiling), and "auto" logs what it picked and what it skipped.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Protocol
+import importlib
+import logging
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -29,32 +33,80 @@ class AttentionImpl(Protocol):
     ...
 
 
-_IMPLS: dict[str, AttentionImpl] = {}
-# Per backend, the preferred implementation for impl="auto"; first registered one that exists wins.
+log = logging.getLogger("mio_jax.model")
+
+# Fused kernels: name -> (module, function, backends it runs on; on CPU in Pallas interpret mode).
+KERNELS = {
+    "pallas": ("mio_jax.kernels", "pallas_attention", ("tpu", "gpu", "cpu")),
+    "splash": ("mio_jax.kernels", "splash_attention_impl", ("tpu", "cpu")),
+    "cudnn": ("mio_jax.kernels.cudnn", "cudnn_attention", ("gpu",)),
+}
+# Per backend, the preferred implementation for impl="auto": the first that imports wins.
 _AUTO_ORDER = {"tpu": ("splash", "pallas", "xla"), "gpu": ("pallas", "xla"), "cpu": ("xla",)}
 
 
-def register_impl(name: str, fn: AttentionImpl) -> None:
-  _IMPLS[name] = fn
+class AttentionUnavailable(ValueError):
+  pass
 
 
 def available_impls() -> tuple[str, ...]:
-  _load_kernels()
-  return ("auto",) + tuple(sorted(_IMPLS))
+  return ("auto",) + tuple(sorted((*KERNELS, "xla", "xla_blocked")))
+
+
+def _impl_fn(name: str) -> AttentionImpl:
+  if name in _REFERENCE:
+    return _REFERENCE[name]
+  if name not in KERNELS:
+    raise AttentionUnavailable(f"unknown attention implementation {name!r}; choose one of "
+                               f"{', '.join(available_impls())}")
+  module, function, _ = KERNELS[name]
+  try:
+    return getattr(importlib.import_module(module), function)
+  except ImportError as e:
+    raise AttentionUnavailable(f"attention implementation {name!r} cannot be imported "
+                               f"({module}: {type(e).__name__}: {e})") from None
 
 
 def resolve_impl(impl: str, backend: str | None = None) -> str:
-  """The concrete implementation name `impl` means on `backend` (default: jax's)."""
-  _load_kernels()
+  """The concrete implementation name `impl` means on `backend` (default: the compile target)."""
   if impl != "auto":
-    if impl not in _IMPLS:
-      raise ValueError(f"unknown attention implementation {impl!r}; choose one of {available_impls()}")
+    _impl_fn(impl)
     return impl
   backend = backend or _target_backend()
+  skipped = []
   for name in _AUTO_ORDER.get(backend, ("xla",)):
-    if name in _IMPLS:
-      return name
-  return "xla"
+    try:
+      _impl_fn(name)
+    except AttentionUnavailable as e:
+      skipped.append(str(e))
+      continue
+    _log_auto_choice(backend, name, tuple(skipped))
+    return name
+  raise AssertionError("unreachable: xla is always available")
+
+
+@functools.cache
+def _log_auto_choice(backend: str, name: str, skipped: tuple[str, ...]) -> None:
+  for reason in skipped:
+    log.warning("attention impl 'auto' on %s: skipped, %s", backend, reason)
+  log.info("attention impl 'auto' on %s: %s", backend, name)
+
+
+def check_impl(impl: str, backend: str) -> str:
+  """The implementation `impl` resolves to on `backend`; AttentionUnavailable (one line, naming
+  config.model.attention_impl) when it is unknown, cannot be imported, or cannot run there."""
+  if impl not in available_impls():
+    raise AttentionUnavailable(f"config.model.attention_impl={impl!r} is unknown; choose one of "
+                               f"{', '.join(available_impls())}")
+  try:
+    name = resolve_impl(impl, backend)
+  except AttentionUnavailable as e:
+    raise AttentionUnavailable(f"config.model.attention_impl={impl!r}: {e}") from None
+  runs_on = KERNELS[name][2] if name in KERNELS else (backend,)
+  if backend not in runs_on:
+    raise AttentionUnavailable(f"config.model.attention_impl={impl!r} cannot run on {backend} "
+                               f"(it runs on {', '.join(runs_on)})")
+  return name
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds, *,
@@ -68,7 +120,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds,
     q_seg = kv_seg = segment_ids
   if q.shape[2] % k.shape[2]:
     raise ValueError(f"num_heads={q.shape[2]} is not a multiple of num_kv_heads={k.shape[2]}")
-  fn = _IMPLS[resolve_impl(impl)]
+  fn = _impl_fn(resolve_impl(impl))
   if q_offset is None:
     return fn(q, k, v, q_seg, kv_seg, causal=causal)
   if fn is not xla_attention:
@@ -135,23 +187,10 @@ def _masked_attention(q, k, v, mask):
   return jnp.where(mask.any(-1)[:, :, None, None], out, 0)
 
 
-register_impl("xla", xla_attention)
-register_impl("xla_blocked", xla_blocked_attention)
+_REFERENCE: dict[str, AttentionImpl] = {"xla": xla_attention, "xla_blocked": xla_blocked_attention}
 
 
 def _target_backend() -> str:
   """The backend being compiled for: jax's own, or a TPU target when compiling ahead of time."""
-  try:
-    from mio_jax.kernels.target import target_backend
-  except ImportError:
-    return jax.default_backend()
+  from mio_jax.kernels.target import target_backend  # the kernels package imports nothing of ours
   return target_backend()
-
-
-@functools.cache
-def _load_kernels() -> None:
-  """Import the fused kernels, which register themselves; absent ones are simply not offered."""
-  try:
-    import mio_jax.kernels  # noqa: F401
-  except ImportError:
-    pass

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from mio_jax import storage
 from mio_jax.export.run_config import resolve_init_from
-from mio_jax.model.attention import available_impls
+from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
@@ -54,9 +54,10 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if data.seq_len < 2:
     raise ConfigError(f"config.data.seq_len={data.seq_len} must be at least 2")
 
-  if m.attention_impl not in available_impls():
-    raise ConfigError(f"config.model.attention_impl={m.attention_impl!r} is unknown; "
-                      f"choose one of {', '.join(available_impls())}")
+  try:  # a kernel that cannot be imported or cannot run on these devices: here, not mid-compile
+    check_impl(m.attention_impl, topology.granules[0][0].platform)
+  except AttentionUnavailable as e:
+    raise ConfigError(str(e)) from None
   if m.remat_policy not in REMAT_POLICIES:
     raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} is unknown; "
                       f"choose one of {', '.join(REMAT_POLICIES)}")

@@ -17,7 +17,7 @@ from mio_jax.kernels.flash_attention import fit_blocks
 from mio_jax.model.attention import attention, available_impls, resolve_impl
 
 
-def test_kernels_register_and_auto_picks_per_backend():
+def test_every_kernel_is_offered_and_auto_picks_per_backend():
   assert {"pallas", "splash", "cudnn", "xla"} <= set(available_impls())
   assert resolve_impl("auto", "tpu") == "splash"
   assert resolve_impl("auto", "gpu") == "pallas"
@@ -81,3 +81,46 @@ def test_fit_blocks_shrinks_to_short_sequences():
   assert (fitted.block_q, fitted.block_kv, fitted.block_q_bwd, fitted.block_kv_bwd) == (128, 512, 128, 512)
   fitted = fit_blocks(BlockSizes(64, 64, 64, 64), 20, 20, min_block=16)
   assert fitted.block_q == 32
+
+
+def test_a_kernel_that_cannot_run_is_one_line_before_compiling(monkeypatch, caplog):
+  from mio_jax.model import attention as attention_lib
+  from mio_jax.model.attention import AttentionUnavailable, KERNELS, check_impl
+
+  assert check_impl("splash", "tpu") == "splash" and check_impl("auto", "gpu") == "pallas"
+  with pytest.raises(AttentionUnavailable, match=r"^config.model.attention_impl='cudnn' cannot run on tpu "
+                                                 r"\(it runs on gpu\)$"):
+    check_impl("cudnn", "tpu")
+  with pytest.raises(AttentionUnavailable, match=r"^config.model.attention_impl='splash' cannot run on gpu"):
+    check_impl("splash", "gpu")
+  # A kernel whose module cannot be imported: named with the import error, never silently replaced.
+  monkeypatch.setitem(KERNELS, "splash", ("mio_jax.kernels.no_such_module", "f", ("tpu",)))
+  with pytest.raises(AttentionUnavailable, match=r"^config.model.attention_impl='splash': attention "
+                                                 r"implementation 'splash' cannot be imported"):
+    check_impl("splash", "tpu")
+  attention_lib._log_auto_choice.cache_clear()
+  with caplog.at_level("INFO", logger="mio_jax.model"):
+    assert resolve_impl("auto", "tpu") == "pallas"  # the next in line, saying why
+  assert "attention impl 'auto' on tpu: skipped, attention implementation 'splash' cannot be imported" in caplog.text
+  assert "attention impl 'auto' on tpu: pallas" in caplog.text
+
+
+def test_config_validation_checks_the_kernel_against_the_devices():
+  from configs.base import stage_config
+  from mio_jax.train.validate import ConfigError, validate
+
+  c = stage_config(2, "smoke")
+  c.model.attention_impl = "cudnn"
+  with pytest.raises(ConfigError, match=r"^config.model.attention_impl='cudnn' cannot run on cpu"):
+    validate(c, jax.devices())
+  c.model.attention_impl = "splash"  # interpret mode on CPU
+  validate(c, jax.devices())
+
+
+def test_kernels_import_nothing_of_the_model():
+  import subprocess
+  import sys
+
+  code = "import sys, mio_jax.kernels; print(sorted(m for m in sys.modules if m.startswith('mio_jax.model')))"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
