@@ -83,6 +83,7 @@ def compile_for_topology(config, topology: str, num_slices: int = 1) -> dict:
       "chips": chips, "mesh": {k: int(v) for k, v in axes.items()},
       "global_batch": config.data.global_batch, "seq_len": config.data.seq_len,
       "attention_impl": attention_impl, "remat_policy": model_cfg.remat_policy,
+      "loss_chunk": model_cfg.loss_chunk, "vocab_size": model_cfg.vocab_size,
       "params": model_cfg.num_params(), "compile_seconds": round(seconds, 1),
       **{f"{k}_per_chip": v for k, v in mem.items()},
       "hbm_bytes_per_chip": hbm, "headroom_bytes_per_chip": hbm - mem["peak_bytes"],
@@ -128,7 +129,8 @@ def format_report(r: dict) -> str:
   return "\n".join([
       f"{r['topology']} ({r['jax_topology']}, {r['num_slices']} slice(s)): {r['chips']} chips, mesh {mesh}",
       f"  batch {r['global_batch']} x {r['seq_len']}, attention {r['attention_impl']}, remat "
-      f"{r['remat_policy']}, {r['params'] / 1e9:.2f}B parameters; compiled in {r['compile_seconds']:.0f} s",
+      f"{r['remat_policy']}, loss {'chunks of ' + str(r['loss_chunk']) if r['loss_chunk'] else 'plain'}, "
+      f"vocab {r['vocab_size']}, {r['params'] / 1e9:.2f}B parameters; compiled in {r['compile_seconds']:.0f} s",
       f"  per chip: peak {g('peak_bytes_per_chip'):.2f} GiB of {g('hbm_bytes_per_chip'):g} GiB HBM "
       f"(headroom {g('headroom_bytes_per_chip'):.2f} GiB)",
       f"    arguments {g('argument_bytes_per_chip'):.2f} GiB, temporaries {g('temp_bytes_per_chip'):.2f} GiB, "

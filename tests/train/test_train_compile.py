@@ -79,6 +79,23 @@ def test_report_for_a_v5p_slice(tmp_path):
 
 
 @needs_libtpu
+@pytest.mark.slow  # two compiles of about 30 s
+def test_chunked_loss_lowers_the_temporaries(tmp_path):
+  reports = {}
+  for chunk in (0, 128):  # 8 rows of 512 tokens per chip: the logits dominate, as at MIO's batch
+    path = tmp_path / f"report{chunk}.json"
+    proc = _run(*SMALL, "--topology=v5p-8", "--config.data.global_batch=32",
+                f"--config.model.loss_chunk={chunk}", f"--report={path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports[chunk] = json.loads(path.read_text())
+  assert reports[128]["loss_chunk"] == 128 and "loss chunks of 128" in proc.stdout
+  # Per chip the float32 logits are 8 x 512 x 76,800 x 4 bytes = 1.2 GiB; chunks of 128 hold a quarter
+  # (the scan also holds the LM head and its gradient whole, so small batches gain less or nothing).
+  saved = reports[0]["temp_bytes_per_chip"] - reports[128]["temp_bytes_per_chip"]
+  assert saved > 8 * 512 * 76800 * 4 // 4, saved
+
+
+@needs_libtpu
 def test_out_of_memory_is_one_line_and_fails():
   proc = _run(*SMALL, "--topology=v5e-4", "--config.data.global_batch=1024", "--config.model.remat_policy=none")
   assert proc.returncode != 0
