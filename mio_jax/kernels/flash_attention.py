@@ -87,24 +87,13 @@ def flash_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool, low
   return out[:, :q_len, :, :d]
 
 
-MAX_PAD_FRACTION = 16
-
-
 def fit_blocks(blocks: BlockSizes, q_len: int, kv_len: int, min_block: int) -> BlockSizes:
-  """Each block: the largest power-of-two fraction of it (down to `min_block`) that pads the
-  sequence by at most 1/MAX_PAD_FRACTION, else the one that pads least. MIO's 2800 tokens take
-  256-row blocks (2816, +0.6%), not 512 (3072, +9.7%)."""
+  """Shrinks blocks longer than the (power-of-two rounded) sequence, so short inputs pad little."""
   for name in ("block_q", "block_kv", "block_q_bwd", "block_kv_bwd"):
     if getattr(blocks, name) % min_block:
       raise ValueError(f"attention_blocks.{name}={getattr(blocks, name)} must be a multiple of "
                        f"{min_block} on this backend")
-
-  def fit(block, n):
-    block = max(min(block, pl.next_power_of_2(n)), min_block)
-    candidates = [block >> i for i in range(block.bit_length()) if block >> i >= min_block]
-    waste = lambda b: round_up(n, b) - n
-    good = [b for b in candidates if waste(b) * MAX_PAD_FRACTION <= n]
-    return good[0] if good else min(candidates, key=lambda b: (waste(b), -b))
+  fit = lambda b, n: max(min(b, pl.next_power_of_2(n)), min_block)
   return dataclasses.replace(
       blocks, block_q=fit(blocks.block_q, q_len), block_kv=fit(blocks.block_kv, kv_len),
       block_q_bwd=fit(blocks.block_q_bwd, q_len), block_kv_bwd=fit(blocks.block_kv_bwd, kv_len))
