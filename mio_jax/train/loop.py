@@ -30,7 +30,7 @@ from mio_jax.train.preemption import PreemptionWatcher
 from mio_jax.train.state import TrainState, create_train_state, make_optimizer
 from mio_jax.train.step import BATCH_KEYS, make_train_step
 from mio_jax.train.synthetic_batches import SyntheticBatches
-from mio_jax.train.validate import modality_ranges, validate
+from mio_jax.train.validate import check_same_config_everywhere, modality_ranges, validate
 from mio_jax.vocab import Vocabulary
 
 log = logging.getLogger("mio_jax.train")
@@ -84,6 +84,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   """
   mesh_lib.maybe_initialize_distributed()
   shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
+  check_same_config_everywhere(config)
   validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work

@@ -179,3 +179,18 @@ def test_sigterm_to_every_process_saves_one_step_and_exits_zero(reference, mini_
   codes, outs = _finish(_launch(workdir, mini_shards, "rerun"))
   assert codes == [0, 0], outs[0][-3000:]
   assert _losses(workdir) == _losses(reference)
+
+
+def test_processes_given_different_configs_stop_in_one_line(tmp_path):
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "launch", "train.py"), "--config=configs/stage1.py:smoke",
+       f"--workdir={tmp_path}", f"--config.train.seed={i}"],
+      cwd=ROOT, env=process_env(i, 2, 4, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
+  codes, outs = _finish(procs, timeout=120)
+  assert codes == [1, 1]
+  for i, out in enumerate(outs):
+    assert (f"config error: processes [1] were given another config than process 0 (this is process "
+            f"{i})") in out
+  assert not os.path.exists(tmp_path / "checkpoints")
