@@ -172,3 +172,16 @@ def test_export_cli_names_a_missing_bucket_in_one_line(gcs_emulator, tmp_path, c
     launch_module("export").main(["--checkpoint", "gs://no-such-bucket/run", "--out", str(tmp_path / "hf")])
   assert str(e.value.code) == ("export failed: --checkpoint='gs://no-such-bucket/run': bucket "
                                "gs://no-such-bucket does not exist or is not visible with these credentials")
+
+
+def test_vocabulary_loads_its_text_model_from_gs(gs_dir):
+  from mio_jax.vocab import Vocabulary
+  local = os.path.join(ROOT, "data", "vocab", "mini.model")
+  with open(local, "rb") as f:
+    storage.atomic_write_bytes(gs_dir + "/mini.model", f.read())
+  cfg = dict(text_size=1000, image_codes=1024, speech_codebook=1024, speech_layers=4,
+             code_order="image_first")
+  remote = Vocabulary.from_config(dict(cfg, text_model=gs_dir + "/mini.model"))
+  ours = Vocabulary.from_config(dict(cfg, text_model=local))
+  text = "a red circle on a light blue background"
+  assert remote.encode_text(text) == ours.encode_text(text)
