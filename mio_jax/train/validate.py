@@ -57,6 +57,9 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if m.attention_impl not in available_impls():
     raise ConfigError(f"config.model.attention_impl={m.attention_impl!r} is unknown; "
                       f"choose one of {', '.join(available_impls())}")
+  if m.attention_impl == "cudnn":  # kept for inference on unpacked rows (mio_jax/kernels/cudnn.py)
+    raise ConfigError("config.model.attention_impl='cudnn' cannot train: cuDNN cannot apply packed "
+                      "segment ids under jit; use 'pallas' or 'auto'")
   if m.remat_policy not in REMAT_POLICIES:
     raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} is unknown; "
                       f"choose one of {', '.join(REMAT_POLICIES)}")
