@@ -102,6 +102,7 @@ def test_deterministic_and_resume(mixed_dir, text_model, sharding):
   assert not np.array_equal(other["inputs"], first[0]["inputs"])
 
 
+@pytest.mark.slow  # starts grain worker processes
 def test_worker_processes_match_in_process_and_resume(mixed_dir, text_model, sharding):
   cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   reference = _iterator(cfg, sharding)

@@ -20,6 +20,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 3
 
+pytestmark = pytest.mark.slow  # the whole demo, shortened: minutes; every part has its own tests
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

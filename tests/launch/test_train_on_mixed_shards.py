@@ -29,6 +29,7 @@ def mini_job(tmp_path_factory):
   return str(tmp / "tok")
 
 
+@pytest.mark.slow  # a 1536-token compile; train() with mixed_shards is in tests/train
 def test_smoke_stage2_trains_on_mixed_shards_from_one_flag(mini_job, tmp_path):
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu")

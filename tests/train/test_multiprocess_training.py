@@ -133,6 +133,7 @@ def test_two_processes_train_as_one_process_with_all_devices(reference, mini_sha
   assert worst < 1e-6
 
 
+@pytest.mark.slow  # several 2-process launches
 def test_sigkill_every_process_then_relaunch_resumes_each_host_where_it_was(reference, mini_shards,
                                                                             tmp_path):
   workdir = str(tmp_path)
@@ -154,6 +155,7 @@ def test_sigkill_every_process_then_relaunch_resumes_each_host_where_it_was(refe
         f"process {process} resumed at another data position")
 
 
+@pytest.mark.slow  # several 2-process launches
 def test_a_one_process_checkpoint_resumes_under_two_processes(reference, mini_shards, tmp_path):
   workdir = str(tmp_path)
   train(_one_process_config(mini_shards), workdir, stop_at_step=EVERY)
@@ -166,6 +168,7 @@ def test_a_one_process_checkpoint_resumes_under_two_processes(reference, mini_sh
     assert _batch_log(workdir, "resumed", process) == _batch_log(reference, "reference", process)[EVERY:]
 
 
+@pytest.mark.slow  # several 2-process launches
 def test_sigterm_to_every_process_saves_one_step_and_exits_zero(reference, mini_shards, tmp_path):
   workdir = str(tmp_path)
   procs = _launch(workdir, mini_shards, "preempted")
