@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test test-slow demo venv clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml requirements.txt
 
 venv: $(STAMP)
 
+# --dist loadfile: a module's tests share one worker, so module fixtures (a trained run, converted
+# tokenizers) are built once, not once per worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The long cases (official-size tokenizer configs, the demo, multi-process fault runs); CI runs both.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 -m slow
 
 demo: $(STAMP)
 	$(BIN)/python launch/demo.py --workdir=workdirs/demo

@@ -20,6 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The synthetic shard samples are test code (tests/synthetic_shards.py), not part of the package.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -27,9 +29,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mio_jax.data import packing, pipeline, synthetic  # noqa: E402
+from mio_jax.data import packing, pipeline  # noqa: E402
 from mio_jax.data.config import stage_weights  # noqa: E402
 from mio_jax.vocab import Vocabulary  # noqa: E402
+import synthetic_shards as synthetic  # noqa: E402
 
 KINDS = {"image_text": "image_text", "text": "text", "interleaved": "interleaved",
          "video_text": "video_text", "speech_text": "speech_text", "conversation": "conversation"}

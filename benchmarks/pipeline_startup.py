@@ -18,11 +18,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The synthetic shard samples are test code (tests/synthetic_shards.py), not part of the package.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import numpy as np  # noqa: E402
 from array_record.python import array_record_module  # noqa: E402
 
-from mio_jax.data import kinds_index, shards, synthetic  # noqa: E402
+from mio_jax.data import kinds_index, shards  # noqa: E402
+import synthetic_shards as synthetic  # noqa: E402
 from mio_jax.data.pipeline import ShardSource  # noqa: E402
 
 

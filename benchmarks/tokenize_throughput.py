@@ -20,15 +20,18 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Corpus subsets and the mini job config are test helpers (tests/tokenize_helpers.py), not package code.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import jax  # noqa: E402
 
-from mio_jax.tokenize import encoders, job, manifests, media, testing, tiny_tokenizers  # noqa: E402
+from mio_jax.tokenize import encoders, job, manifests, media, tiny_tokenizers  # noqa: E402
+import tokenize_helpers as helpers  # noqa: E402
 
 
 def repeated_manifest(kind: str, repeat: int, out_dir: str) -> str:
   """data/mini's manifest of `kind`, `repeat` times over (absolute media paths)."""
-  (path,) = testing.subset_manifests(out_dir, {kind: 10 ** 9})
+  (path,) = helpers.subset_manifests(out_dir, {kind: 10 ** 9})
   with open(path) as f:
     rows = f.read()
   with open(path, "w") as f:
@@ -66,7 +69,7 @@ def main():
     speech_dir, image_dir = tiny_tokenizers.make_tiny_tokenizers(os.path.join(tmp, "tokenizers"))
   manifest = repeated_manifest(args.kind, args.repeat, os.path.join(tmp, "in"))
 
-  c = testing.job_config(manifest, os.path.join(tmp, "warmup"), shard_size=args.shard_size)
+  c = helpers.job_config(manifest, os.path.join(tmp, "warmup"), shard_size=args.shard_size)
   c.image_tokenizer, c.speech_tokenizer = image_dir, speech_dir
   c.image_batch_size = c.speech_batch_size = args.batch
   c.speech_pad_multiple = 0

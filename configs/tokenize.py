@@ -34,8 +34,8 @@ def get_config(preset: str = "mini") -> ml_collections.ConfigDict:
   c.tfds_data_dir = ""
 
   # Encoders: converted tokenizer folders (tokenizers_port.convert; tiny random ones from
-  # `python -m mio_jax.tokenize.tiny_tokenizers DIR`), "test_double" for the code-from-signal
-  # doubles that exercise the job without a tokenizer, or "" for none (such samples are quarantined).
+  # `python -m mio_jax.tokenize.tiny_tokenizers DIR`; trained ones in data/tokenizers/), or "" for
+  # none (such samples are quarantined).
   c.image_tokenizer = ""
   c.speech_tokenizer = ""
   c.image_batch_size = 8  # per encoder call, over all local devices (a multiple of their count)

@@ -18,6 +18,10 @@ import sys
 # The repo root replaces this script's folder on the path (launch/tokenize.py shadows the stdlib).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from mio_jax.host_platform import default_to_cpu_without_accelerator  # noqa: E402
+
+default_to_cpu_without_accelerator()  # before JAX starts: on a CPU-only machine libtpu stays quiet
+
 import argparse  # noqa: E402
 
 

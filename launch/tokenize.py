@@ -17,6 +17,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
+from mio_jax.host_platform import default_to_cpu_without_accelerator  # noqa: E402
+
+default_to_cpu_without_accelerator()  # before JAX starts: on a CPU-only machine libtpu stays quiet
+
 from absl import app  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 

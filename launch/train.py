@@ -15,6 +15,10 @@ import sys
 # standard library's tokenize module.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from mio_jax.host_platform import default_to_cpu_without_accelerator  # noqa: E402
+
+default_to_cpu_without_accelerator()  # before JAX starts: on a CPU-only machine libtpu stays quiet
+
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 

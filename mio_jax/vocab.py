@@ -47,7 +47,11 @@ def _load_processor(path, key: str) -> spm.SentencePieceProcessor:
     raise ValueError(f"{key} is not set: a SentencePiece .model file is needed to tokenize text")
   sp = spm.SentencePieceProcessor()
   try:
-    sp.Load(str(path))
+    if "://" in str(path):  # gs://: SentencePiece opens local files only
+      from mio_jax import storage
+      sp.LoadFromSerializedProto(storage.as_path(path).read_bytes())
+    else:
+      sp.Load(str(path))
   except (OSError, RuntimeError) as e:
     raise ValueError(f"{key}={path!r}: cannot load SentencePiece model: {e}") from e
   return sp

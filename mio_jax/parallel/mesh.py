@@ -30,6 +30,18 @@ _LAUNCHER_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAM
                   "MEGASCALE_COORDINATOR_ADDRESS")
 
 
+def _on_cloud_tpu_vm() -> bool:
+  """TPU chips on this host (PCI ids, read without starting a backend): a TPU VM, whose pod
+  workers jax finds through the metadata server (gcloud ... ssh --worker=all sets no variable)."""
+  if os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
+    return False
+  try:
+    from jax._src import hardware_utils  # no public accessor; checked on jax 0.10-0.12
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  except Exception:  # noqa: BLE001 - any failure means "not a TPU VM we can detect"
+    return False
+
+
 def _wait_for_coordinator(address: str, timeout_s: float) -> None:
   """Fail in one line if nothing listens at `address`: jax's client aborts the process instead."""
   host, _, port = address.rpartition(":")
@@ -52,7 +64,9 @@ def maybe_initialize_distributed(timeout_s: int = 300) -> None:
   JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and JAX_PROCESS_ID starts an explicit job (jax
   0.10 itself reads only the address); otherwise jax's cluster detection fills in what is unset.
   """
-  if jax.distributed.is_initialized() or not any(k in os.environ for k in _LAUNCHER_VARS):
+  if jax.distributed.is_initialized():
+    return
+  if not any(k in os.environ for k in _LAUNCHER_VARS) and not _on_cloud_tpu_vm():
     return
   address = os.environ.get("JAX_COORDINATOR_ADDRESS")
   num, pid = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")

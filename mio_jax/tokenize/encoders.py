@@ -5,18 +5,17 @@ SpeechEncoder.encode_batch: float32 [B, T], lengths [B] -> int32 [n_q, B, >= cei
 
 Batches always have the same size B (the job pads the last one), so each encoder compiles once per
 input shape. Inputs are placed with a NamedSharding that splits the batch axis over a 1-D mesh of
-the local devices, so jit runs the encoder data-parallel. Besides the adapters over the ported
-tokenizers (tokenizers_port.vqgan / .speechtokenizer) there are two code-from-signal doubles,
-deterministic and cheap, for tests that check the job's plumbing rather than the tokenizers.
+the local devices, so jit runs the encoder data-parallel. The adapters here wrap the ported
+tokenizers (tokenizers_port.vqgan / .speechtokenizer); any object with the same interface can be
+passed to the job instead (job.run's encoder_pair), as the tests do with cheap doubles.
 """
 
 import math
 from typing import Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 
 class ImageEncoder(Protocol):
@@ -41,10 +40,6 @@ def local_mesh(batch_size: int) -> Mesh:
     raise ValueError(f"batch_size {batch_size} is not a multiple of the {len(devices)} local devices "
                      "(config keys image_batch_size / speech_batch_size)")
   return Mesh(np.array(devices), ("data",))
-
-
-def local_batch_sharding(batch_size: int) -> NamedSharding:
-  return NamedSharding(local_mesh(batch_size), P("data"))
 
 
 class PortImageEncoder:
@@ -78,58 +73,12 @@ class PortSpeechEncoder:
     return np.asarray(self.tokenizer.encode(waves, lengths=lengths, n_q=self.n_q), dtype=np.int32)
 
 
-class BlockQuantImageEncoder:
-  """Test double: mean colour of each f x f block, 4 levels per channel -> code r*16 + g*4 + b."""
-
-  def __init__(self, batch_size: int, image_size: int = 256, factor: int = 16):
-    self.image_size, self.grid, self.factor = image_size, image_size // factor, factor
-    self.sharding = local_batch_sharding(batch_size)
-    self._fn = jax.jit(self.codes_of)
-
-  def codes_of(self, images):
-    b, s, f = images.shape[0], self.image_size, self.factor
-    x = images.astype(jnp.float32).reshape(b, s // f, f, s // f, f, 3).mean(axis=(2, 4))
-    q = jnp.clip(jnp.floor(x / 64.0), 0, 3).astype(jnp.int32)
-    return q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]
-
-  def encode_batch(self, images: np.ndarray) -> np.ndarray:
-    return np.asarray(self._fn(jax.device_put(images, self.sharding)))
-
-
-class FrameQuantSpeechEncoder:
-  """Test double: layer l codes the mean of the l-th slice of each hop-sample frame, 1024 levels."""
-
-  def __init__(self, batch_size: int, n_q: int = 8, hop: int = 320, pad_multiple: int = 16000):
-    self.n_q, self.hop, self.pad_multiple = n_q, hop, pad_multiple
-    self.sharding = local_batch_sharding(batch_size)
-    self._fn = jax.jit(self.codes_of)
-
-  def codes_of(self, waves):
-    b, t = waves.shape
-    frames = math.ceil(t / self.hop)
-    x = jnp.pad(waves, ((0, 0), (0, frames * self.hop - t)))
-    x = x.reshape(b, frames, self.n_q, self.hop // self.n_q).mean(axis=-1)
-    q = jnp.clip(jnp.floor((x * 8 + 1) * 512), 0, 1023).astype(jnp.int32)
-    return jnp.transpose(q, (2, 0, 1))
-
-  def encode_batch(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    del lengths  # each frame's codes depend on that frame alone
-    return np.asarray(self._fn(jax.device_put(waves, self.sharding)))
-
-
-TEST_DOUBLE = "test_double"
-
-
 def build_encoders(config) -> tuple[ImageEncoder | None, SpeechEncoder | None]:
-  """Config keys image_tokenizer / speech_tokenizer: a converted folder, "test_double", or "" (none)."""
+  """Config keys image_tokenizer / speech_tokenizer: a converted folder, or "" (none)."""
   image = speech = None
-  if config.image_tokenizer == TEST_DOUBLE:
-    image = BlockQuantImageEncoder(config.image_batch_size)
-  elif config.image_tokenizer:
+  if config.image_tokenizer:
     image = PortImageEncoder(config.image_tokenizer, config.image_batch_size)
-  if config.speech_tokenizer == TEST_DOUBLE:
-    speech = FrameQuantSpeechEncoder(config.speech_batch_size, pad_multiple=config.speech_pad_multiple or 16000)
-  elif config.speech_tokenizer:
+  if config.speech_tokenizer:
     speech = PortSpeechEncoder(config.speech_tokenizer, config.speech_batch_size,
                                pad_multiple=config.speech_pad_multiple)
   return image, speech

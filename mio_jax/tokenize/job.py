@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import tempfile
 import time
 
@@ -34,9 +33,10 @@ from tqdm import tqdm
 from mio_jax import storage
 from mio_jax.tokenize import build, encoders, manifests, media, plan as plan_lib, quarantine
 
-KILL_ENV = "MIO_TOKENIZE_KILL_AT"  # test hook "POINT:N": SIGKILL at POINT of the N-th shard this run
-KILL_POINTS = ("quarantine_committed", "shard_half_written", "shard_tmp_written", "shard_committed",
-               "index_committed")
+# The commit steps run() reports to its on_event callback, as on_event(step, n) for the n-th shard
+# this run commits (1-based); the tests kill the process at each of them.
+COMMIT_STEPS = ("quarantine_committed", "shard_half_written", "shard_tmp_written", "shard_committed",
+                "index_committed")
 
 
 def media_config(config, image_encoder) -> media.MediaConfig:
@@ -56,14 +56,6 @@ def process_split(config) -> tuple[int, int]:
     return config.process_index, config.process_count
   import jax
   return jax.process_index(), jax.process_count()
-
-
-def _maybe_kill(point: str, shards_done_this_run: int):
-  spec = os.environ.get(KILL_ENV)
-  if spec:
-    where, _, n = spec.partition(":")
-    if where == point and int(n) == shards_done_this_run:
-      os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _decode(raw, cfg):
@@ -92,13 +84,14 @@ def is_committed(out: str, plan, shard: int) -> bool:
   return path.exists() and path.stat().length == rec["bytes"]
 
 
-def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -> dict:
+def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int, on_event=None) -> dict:
   from mio_jax.data import kinds_index
   from mio_jax.data.shards import ShardWriter
 
+  event = (lambda step: on_event(step, n_run)) if on_event else (lambda step: None)
   root = storage.as_path(out)
   quarantine.atomic_write_jsonl(root / "quarantine" / f"shard-{shard:05d}.jsonl", quarantined)
-  _maybe_kill("quarantine_committed", n_run)
+  event("quarantine_committed")
   path = os.fspath(root / "shards" / plan.shard_file(shard))
   # Before the shard: a committed shard always has its kinds index (the pipeline's kind filter).
   kinds_index.write(path, [s.kind for s in samples])
@@ -112,8 +105,8 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -
     for k, s in enumerate(samples):
       writer.write(s)
       if k == len(samples) // 2:
-        _maybe_kill("shard_half_written", n_run)
-  _maybe_kill("shard_tmp_written", n_run)
+        event("shard_half_written")
+  event("shard_tmp_written")
   size, digest = os.path.getsize(tmp), _sha256(tmp)
   if remote:
     try:
@@ -122,7 +115,7 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -
       os.remove(tmp)
   else:
     quarantine.commit(tmp, path)
-  _maybe_kill("shard_committed", n_run)
+  event("shard_committed")
   rng = plan.shard_range(shard)
   rec = {"shard": shard, "file": plan.shard_file(shard), "first": rng.start, "read": len(rng),
          "written": len(samples), "quarantined": len(quarantined), "bytes": size,
@@ -132,7 +125,7 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int) -
                          f"quarantined {rec['quarantined']}")
   quarantine.atomic_write_text(root / "index" / f"shard-{shard:05d}.json",
                                json.dumps(rec, sort_keys=True) + "\n")
-  _maybe_kill("index_committed", n_run)
+  event("index_committed")
   return rec
 
 
@@ -176,11 +169,13 @@ def remove_stale_temporaries(out: str, plan, shards: list[int]):
         os.remove(os.path.join(out, sub, f))
 
 
-def run(config, encoder_pair=None) -> dict:
+def run(config, encoder_pair=None, on_event=None) -> dict:
   """Run (or resume) the job this process owns a part of; returns a summary dict.
 
   encoder_pair: (image, speech) encoders to use instead of building them from the config (lets
-  one Python process run several jobs without recompiling).
+  one Python process run several jobs without recompiling, or tests pass doubles).
+  on_event: called as on_event(step, n) after each of COMMIT_STEPS of the n-th shard this run
+  commits (tests use it to kill the process mid-commit).
   """
   t0 = time.perf_counter()
   if not config.output_dir:
@@ -231,7 +226,7 @@ def run(config, encoder_pair=None) -> dict:
       shard_samples, held = build.build_shard(shard, arrivals(), image_encoder, speech_encoder,
                                               config.image_batch_size, config.speech_batch_size)
       n_run += 1
-      rec = commit_shard(out, plan, shard, shard_samples, held, n_run)
+      rec = commit_shard(out, plan, shard, shard_samples, held, n_run, on_event)
       stats.update(read=rec["read"], written=rec["written"], quarantined=rec["quarantined"])
       bar.set_postfix(written=stats["written"], quarantined=stats["quarantined"])
   bar.close()

@@ -13,28 +13,19 @@ and what is said, which the demo's learning evidence needs.
 import os
 import sys
 
-import numpy as np
-
 
 def make_tiny_speechtokenizer(out_dir: str, seed: int = 0) -> str:
-  from tokenizers_port.speechtokenizer.load import random_params, save
-  from tokenizers_port.speechtokenizer.train_tiny import tiny_config
+  from tokenizers_port.speechtokenizer.load import save_random_tiny
 
   # Same strides (hop 320), codebook (1024) and n_q (8) as the release; 4 base filters, 1 LSTM layer.
-  cfg = tiny_config(n_filters=4)
-  params = random_params(cfg, seed)
-  for name, value in params.items():
-    if "codebook" in name or "embed" in name:  # spread the codes: codebook scale ~ feature scale
-      params[name] = value * np.sqrt(value.shape[0]) * 0.5
-  save(out_dir, cfg, params)
-  return out_dir
+  return save_random_tiny(out_dir, seed, n_filters=4)
 
 
 def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
   from flax import nnx
   from tokenizers_port.vqgan import params_io
   from tokenizers_port.vqgan.model import VQGAN
-  from tokenizers_port.vqgan.train_tiny import tiny_config
+  from tokenizers_port.vqgan.config import tiny_config
 
   # 256 px -> 16x16 grid like taming f16, 8192 codes like MIO's image block; 4 base channels.
   cfg = tiny_config(ch=4)

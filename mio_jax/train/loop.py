@@ -25,13 +25,11 @@ from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.divergence import NonFiniteGuard
+from mio_jax.train.compile import compile_step, train_step_fn
 from mio_jax.train.preemption import PreemptionWatcher
-from mio_jax.train.compile import compile_step
 from mio_jax.train.state import create_train_state, make_optimizer
-from mio_jax.train.step import make_train_step
 from mio_jax.train.synthetic_batches import SyntheticBatches
-from mio_jax.train.validate import modality_ranges, validate
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.validate import check_same_config_everywhere, validate
 
 log = logging.getLogger("mio_jax.train")
 
@@ -64,6 +62,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   """
   mesh_lib.maybe_initialize_distributed()
   shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
+  check_same_config_everywhere(config)
   validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
@@ -91,10 +90,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
       state = dataclasses.replace(state, params=params)
       log.info("initialised parameters from %s", init_from)
 
-    step_fn = make_train_step(graphdef, tx, schedule, modality_ranges=modality_ranges(Vocabulary.from_config(config.vocab)),
-                              grad_accum_steps=config.optimizer.grad_accum_steps,
-                              z_loss=config.optimizer.z_loss,
-                              skip_nonfinite=tc.on_nonfinite == "skip")
+    step_fn = train_step_fn(config, graphdef, tx, schedule)  # the step train_compile compiles
     compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
     last = min(tc.steps, stop_at_step or tc.steps)
     try:

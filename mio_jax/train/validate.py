@@ -54,6 +54,9 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if data.seq_len < 2:
     raise ConfigError(f"config.data.seq_len={data.seq_len} must be at least 2")
 
+  if m.attention_impl == "cudnn":  # kept for inference on unpacked rows (mio_jax/kernels/cudnn.py)
+    raise ConfigError("config.model.attention_impl='cudnn' cannot train: cuDNN cannot apply packed "
+                      "segment ids under jit; use 'pallas' or 'auto'")
   try:  # a kernel that cannot be imported or cannot run on these devices: here, not mid-compile
     check_impl(m.attention_impl, topology.granules[0][0].platform)
   except AttentionUnavailable as e:
@@ -115,3 +118,22 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     raise ConfigError(f"config.train.on_nonfinite={t.on_nonfinite!r} is not one of "
                       f"{', '.join(NONFINITE_POLICIES)}")
   return axes
+
+
+def check_same_config_everywhere(config) -> None:
+  """In a multi-process job, every process must have been given the same config (one line if not)."""
+  import hashlib
+
+  import jax
+  import numpy as np
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  digest = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).digest()
+  mine = np.frombuffer(digest[:8], np.uint32)
+  everyone = np.asarray(multihost_utils.process_allgather(mine))
+  differ = [i for i in range(len(everyone)) if not np.array_equal(everyone[i], everyone[0])]
+  if differ:
+    raise ConfigError(f"processes {differ} were given another config than process 0 (this is "
+                      f"process {jax.process_index()}); every process must run the same command "
+                      "with the same --config flags")

@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from mio_jax.data import kinds_index, pipeline, shards, synthetic
+from mio_jax.data import kinds_index, pipeline, shards
+import synthetic_shards
 
 KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conversation")
 
@@ -27,14 +28,15 @@ def _decoded_kinds(path):
 def job_output(tmp_path_factory):
   """One tokenization job over all six mini manifests (test-double encoders), shards of 5."""
   import configs.tokenize as tokenize_config
-  from mio_jax.tokenize import job, testing
+  from mio_jax.tokenize import job
+  import encoder_doubles
+  import tokenize_helpers as helpers
   tmp = tmp_path_factory.mktemp("kinds_job")
-  inputs = testing.subset_manifests(str(tmp / "in"), {k: 3 for k in KINDS})
+  inputs = helpers.subset_manifests(str(tmp / "in"), {k: 3 for k in KINDS})
   c = tokenize_config.get_config("mini")
   c.input, c.output_dir, c.shard_size, c.progress = ",".join(inputs), str(tmp / "out"), 5, False
-  c.image_tokenizer = c.speech_tokenizer = "test_double"
   c.process_index, c.process_count = 0, 1
-  job.run(c)
+  job.run(c, encoder_doubles.use_double_encoders(c))
   return str(tmp / "out")
 
 
@@ -52,7 +54,7 @@ def test_job_kinds_index_equals_decoding_every_record(job_output):
     mixed += len(set(decoded)) > 1
   assert mixed >= 1 and sum(len(_decoded_kinds(p)) for p in paths) == 3 * len(KINDS)
   # Not a shard: a glob matching the index files too still reads only the shards.
-  cfg = synthetic.pipeline_config(job_output, "", {"text": 1}, mixed_shards="shards/*")
+  cfg = synthetic_shards.pipeline_config(job_output, "", {"text": 1}, mixed_shards="shards/*")
   assert pipeline.resolve_shards(cfg.data, "text") == paths
 
 
@@ -62,8 +64,8 @@ def _mixed_shards(root, n_shards=3, per_shard=12, *, index=True):
   paths = []
   for f in range(n_shards):
     kinds = [order[int(k)] for k in rng.integers(0, len(order), per_shard)]
-    samples = [synthetic.make_sample(k, rng, uid=f * per_shard + i) for i, k in enumerate(kinds)]
-    paths.append(synthetic.write_samples(str(root / f"shard-{f:05d}.array_record"), samples,
+    samples = [synthetic_shards.make_sample(k, rng, uid=f * per_shard + i) for i, k in enumerate(kinds)]
+    paths.append(synthetic_shards.write_samples(str(root / f"shard-{f:05d}.array_record"), samples,
                                          kinds_index=index))
   return paths
 

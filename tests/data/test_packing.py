@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mio_jax.data import packing, pipeline, synthetic
+from mio_jax.data import packing, pipeline
 from mio_jax.data.templates import build_tokens, TemplateOptions
 from mio_jax.vocab import Vocabulary
+import synthetic_shards
 
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
-  return synthetic.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
+  return synthetic_shards.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
 
 
 def _rows(cfg, vocab, num_epochs=1):
@@ -26,9 +27,9 @@ def _rows(cfg, vocab, num_epochs=1):
 def _image_text_config(tmp_path, text_model, n=40, **data):
   rng = np.random.default_rng(0)
   (tmp_path / "pairs").mkdir()
-  synthetic.write_samples(str(tmp_path / "pairs" / "a.array_record"),
-                          [synthetic.uid_image_sample(u, rng) for u in range(n)])
-  return synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, **data)
+  synthetic_shards.write_samples(str(tmp_path / "pairs" / "a.array_record"),
+                          [synthetic_shards.uid_image_sample(u, rng) for u in range(n)])
+  return synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, **data)
 
 
 def test_row_invariants(tmp_path, text_model):
@@ -100,8 +101,8 @@ def test_no_attention_across_samples(tmp_path, text_model):
 
 def test_segment_cap(tmp_path, text_model):
   (tmp_path / "text").mkdir()
-  synthetic.write_shards(str(tmp_path / "text"), "text", num_samples=60, num_shards=1)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=256,
+  synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=60, num_shards=1)
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=256,
                                   max_segments_per_row=3)
   rows = _rows(cfg, Vocabulary.from_config(cfg.vocab))
   counts = [r["segment_ids"].max() for r in rows]
@@ -111,8 +112,8 @@ def test_segment_cap(tmp_path, text_model):
 @pytest.mark.parametrize("policy", ["drop", "truncate"])
 def test_overlong_policy_is_counted(tmp_path, text_model, policy):
   (tmp_path / "text").mkdir()
-  synthetic.write_shards(str(tmp_path / "text"), "text", num_samples=50, num_shards=1)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
+  synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=50, num_shards=1)
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
                                   overlong=policy)
   vocab = Vocabulary.from_config(cfg.vocab)
   from mio_jax.data.shards import ShardReader
@@ -135,8 +136,8 @@ def test_overlong_policy_is_counted(tmp_path, text_model, policy):
 
 def test_resume_mid_stream_with_drops(tmp_path, text_model):
   (tmp_path / "text").mkdir()
-  synthetic.write_shards(str(tmp_path / "text"), "text", num_samples=30, num_shards=1)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
+  synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=30, num_shards=1)
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
                                   overlong="drop")
   vocab = Vocabulary.from_config(cfg.vocab)
   ds = packing.pack(pipeline.build_examples(cfg.data, vocab).to_iter_dataset(), seq_len=24,

@@ -7,23 +7,24 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mio_jax.data import packing, pipeline, shards, synthetic
+from mio_jax.data import packing, pipeline, shards
 from mio_jax.data.config import data_config, stage_weights
 from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
+import synthetic_shards
 
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
-  return synthetic.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
+  return synthetic_shards.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
 
 
 @pytest.fixture(scope="module")
 def mixed_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("shards")
   for i, kind in enumerate(("image_text", "text", "speech_text", "conversation")):
-    synthetic.write_shards(str(root / kind), kind, num_samples=40, num_shards=2, seed=i)
+    synthetic_shards.write_shards(str(root / kind), kind, num_samples=40, num_shards=2, seed=i)
   return str(root)
 
 
@@ -45,7 +46,7 @@ def _local(batch):
 
 
 def test_global_batches(mixed_dir, text_model, sharding):
-  cfg = synthetic.pipeline_config(mixed_dir, text_model, STAGE1)
+  cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   it = _iterator(cfg, sharding)
   batch = next(it)
   assert set(batch) == set(pipeline.KEYS)
@@ -69,7 +70,7 @@ def _segment_kinds(batch, vocab):
 
 
 def test_mixture_proportions(mixed_dir, text_model, sharding):
-  cfg = synthetic.pipeline_config(mixed_dir, text_model, STAGE1)
+  cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   it = _iterator(cfg, sharding)
   vocab = Vocabulary.from_config(cfg.vocab)
   kinds = [k for _ in range(25) for k in _segment_kinds(_local(next(it)), vocab)]
@@ -81,7 +82,7 @@ def test_mixture_proportions(mixed_dir, text_model, sharding):
 
 
 def test_deterministic_and_resume(mixed_dir, text_model, sharding):
-  cfg = synthetic.pipeline_config(mixed_dir, text_model, STAGE1)
+  cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   it = _iterator(cfg, sharding)
   first = [_local(next(it)) for _ in range(2)]
   state = json.loads(json.dumps(it.get_state()))
@@ -101,8 +102,9 @@ def test_deterministic_and_resume(mixed_dir, text_model, sharding):
   assert not np.array_equal(other["inputs"], first[0]["inputs"])
 
 
+@pytest.mark.slow  # starts grain worker processes
 def test_worker_processes_match_in_process_and_resume(mixed_dir, text_model, sharding):
-  cfg = synthetic.pipeline_config(mixed_dir, text_model, STAGE1)
+  cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   reference = _iterator(cfg, sharding)
   expected = [_local(next(reference)) for _ in range(4)]
   cfg.data.worker_count = 2
@@ -137,14 +139,14 @@ def _epoch_uids(cfg, block=0, blocks=1):
 def _uid_shards(root, n, num_shards=3):
   rng = np.random.default_rng(0)
   (root / "pairs").mkdir(exist_ok=True)
-  samples = [synthetic.uid_image_sample(u, rng) for u in range(n)]
-  return [synthetic.write_samples(str(root / "pairs" / f"p{s}.array_record"), samples[s::num_shards])
+  samples = [synthetic_shards.uid_image_sample(u, rng) for u in range(n)]
+  return [synthetic_shards.write_samples(str(root / "pairs" / f"p{s}.array_record"), samples[s::num_shards])
           for s in range(num_shards)]
 
 
 def test_host_splits_disjoint_and_complete(tmp_path, text_model):
   _uid_shards(tmp_path, 50)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   per_host = [_epoch_uids(cfg, i, 3)[0] for i in range(3)]
   union = [u for h in per_host for u in h]
   assert sorted(union) == list(range(50))  # complete, and no uid on two hosts or twice
@@ -165,7 +167,7 @@ def test_corrupt_record_error_or_skip(tmp_path, text_model, sharding):
   for r in records[:4] + [bytes(bad)] + records[5:]:
     w.write(r)
   w.close()
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   with pytest.raises(shards.ShardFormatError, match=rf"{paths[1]} record 4: checksum mismatch"):
     _epoch_uids(cfg)
   cfg.data.on_corrupt = "skip"
@@ -182,16 +184,16 @@ def test_other_version_and_missing_shards(tmp_path, text_model, sharding):
   w = array_record_module.ArrayRecordWriter(paths[2], shards.WRITER_OPTIONS)
   w.write(record[:4] + (7).to_bytes(2, "little") + record[6:])
   w.close()
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   with pytest.raises(shards.ShardFormatError, match=rf"{paths[2]} record 0: shard schema version 7"):
     _iterator(cfg, sharding)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"nothing": 1})
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"nothing": 1})
   with pytest.raises(FileNotFoundError, match=r"config.data.sources.nothing.shards"):
     _iterator(cfg, sharding)
 
 
 def test_stage4_sft_masks(mixed_dir, text_model, sharding):
-  cfg = synthetic.pipeline_config(mixed_dir, text_model, {"conversation": 1}, stage=4,
+  cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, {"conversation": 1}, stage=4,
                                   loss_mask="assistant", template_stage=4)
   vocab = Vocabulary.from_config(cfg.vocab)
   b = _local(next(_iterator(cfg, sharding)))
@@ -222,7 +224,7 @@ def test_data_config_ratios():
 
 def test_each_epoch_is_a_new_permutation(tmp_path, text_model):
   _uid_shards(tmp_path, 20, num_shards=2)
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   vocab = Vocabulary.from_config(cfg.vocab)
   examples = pipeline.build_examples(cfg.data, vocab)  # infinite
   uids = [int(examples[i]["inputs"][np.flatnonzero(examples[i]["inputs"] == vocab.image_start)[0] + 1]
@@ -235,9 +237,9 @@ def test_each_epoch_is_a_new_permutation(tmp_path, text_model):
 
 def test_codes_outside_vocabulary_name_the_record(tmp_path, text_model, sharding):
   (tmp_path / "pairs").mkdir()
-  path = synthetic.write_samples(str(tmp_path / "pairs" / "x.array_record"),
-                                 [synthetic.uid_image_sample(9000, np.random.default_rng(0))])
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})  # 8192 image codes
+  path = synthetic_shards.write_samples(str(tmp_path / "pairs" / "x.array_record"),
+                                 [synthetic_shards.uid_image_sample(9000, np.random.default_rng(0))])
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})  # 8192 image codes
   with pytest.raises(ValueError, match=rf"{path} record 0: image codes outside \[0, 8192\)"):
     next(_iterator(cfg, sharding))
   cfg.vocab.text_model = ""
@@ -249,9 +251,9 @@ def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
   rng = np.random.default_rng(0)
   kinds = ["image_text", "text", "speech_text"] * 20
   (tmp_path / "job" / "shards").mkdir(parents=True)
-  synthetic.write_samples(str(tmp_path / "job" / "shards" / "shard-00000-of-00001.array_record"),
-                          [synthetic.make_sample(k, rng, uid=i) for i, k in enumerate(kinds)])
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"image_text": 2, "text": 1,
+  synthetic_shards.write_samples(str(tmp_path / "job" / "shards" / "shard-00000-of-00001.array_record"),
+                          [synthetic_shards.make_sample(k, rng, uid=i) for i, k in enumerate(kinds)])
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"image_text": 2, "text": 1,
                                                               "speech_text": 1})
   cfg.data.mixed_shards = "job/shards/*.array_record"
   it = _iterator(cfg, sharding)
@@ -273,7 +275,7 @@ def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
 def test_mixed_shards_selection_and_its_errors(tmp_path, text_model):
   import ml_collections
   from mio_jax.data.config import shards_if_mixed, source_shards
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"text": 1, "pairs": 0},
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1, "pairs": 0},
                                   mixed_shards="job/*.array_record")
   assert source_shards(cfg.data, "text") == ("job/*.array_record", ("text",))
   with pytest.raises(ValueError, match=r"^config.data.mixed_shards is set but source 'pairs' is not "
@@ -291,7 +293,7 @@ def test_mixed_shards_selection_and_its_errors(tmp_path, text_model):
 
 def test_minimal_data_config_gets_stage_defaults(tmp_path, text_model, sharding):
   import ml_collections
-  full = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
+  full = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   cfg = ml_collections.ConfigDict({"stage": 3, "vocab": full.vocab.to_dict(), "data": {
       "source": "shards", "seq_len": 256, "global_batch": 8, "seed": 0, "data_dir": str(tmp_path)}})
   resolved = pipeline.resolve_data_config(cfg)

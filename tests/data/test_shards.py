@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from array_record.python import array_record_module
 
-from mio_jax.data import shards, synthetic
+from mio_jax.data import shards
 from mio_jax.data.shards import Sample, ShardFormatError, ShardReader, ShardWriter
+import synthetic_shards
 
 
 def _assert_same(a: Sample, b: Sample):
@@ -25,7 +26,7 @@ def _assert_same(a: Sample, b: Sample):
 
 def test_round_trip_all_kinds(tmp_path):
   rng = np.random.default_rng(0)
-  samples = [synthetic.make_sample(k, rng, uid=i) for i, k in enumerate(shards.KINDS)]
+  samples = [synthetic_shards.make_sample(k, rng, uid=i) for i, k in enumerate(shards.KINDS)]
   samples[0].meta.update({"caption_source": "SBU", "score": 0.5})
   path = str(tmp_path / "a.array_record")
   with ShardWriter(path) as w:
@@ -61,7 +62,7 @@ def _with_version(record: bytes, version: int) -> bytes:
 
 
 def test_other_version_fails_on_open(tmp_path):
-  good = shards.encode_sample(synthetic.make_sample("text", np.random.default_rng(0), uid=0))
+  good = shards.encode_sample(synthetic_shards.make_sample("text", np.random.default_rng(0), uid=0))
   path = tmp_path / "v2.array_record"
   _write_raw(path, [_with_version(good, 2), good])
   with pytest.raises(ShardFormatError, match=rf"{path} record 0: shard schema version 2, this code "
@@ -71,7 +72,7 @@ def test_other_version_fails_on_open(tmp_path):
 
 def test_corrupt_record_names_file_and_record(tmp_path):
   rng = np.random.default_rng(0)
-  records = [shards.encode_sample(synthetic.make_sample("image_text", rng, uid=i)) for i in range(3)]
+  records = [shards.encode_sample(synthetic_shards.make_sample("image_text", rng, uid=i)) for i in range(3)]
   bad = bytearray(records[2])
   bad[-5] ^= 0xFF
   path = tmp_path / "c.array_record"
@@ -96,7 +97,7 @@ def test_undecodable_payload_with_valid_checksum():
 
 def test_corrupt_first_record_is_a_record_error_not_a_file_error(tmp_path):
   rng = np.random.default_rng(0)
-  records = [shards.encode_sample(synthetic.make_sample("text", rng, uid=i)) for i in range(2)]
+  records = [shards.encode_sample(synthetic_shards.make_sample("text", rng, uid=i)) for i in range(2)]
   path = tmp_path / "d.array_record"
   _write_raw(path, [records[0][:-1] + bytes([records[0][-1] ^ 1]), records[1]])
   r = ShardReader(str(path))  # the header is fine: the file opens, record 0 fails when read

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from mio_jax.data import synthetic
 from mio_jax.data.packing import to_example
 from mio_jax.data.shards import Sample
 from mio_jax.data.templates import TemplateOptions, build_tokens
 from mio_jax.vocab import Vocabulary
+import synthetic_shards
 
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-  return Vocabulary(text_model=synthetic.tiny_text_model(str(tmp_path_factory.mktemp("sp"))))
+  return Vocabulary(text_model=synthetic_shards.tiny_text_model(str(tmp_path_factory.mktemp("sp"))))
 
 
 def _pair(kind, media_type, codes, text="a red square"):

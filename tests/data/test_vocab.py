@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from mio_jax.data import synthetic
 from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary, vocab_size_from_config
+import synthetic_shards
 
 MIO7B = dict(text_size=64000, image_codes=8192, speech_codebook=1024, speech_layers=4,
              code_order="image_first")
@@ -17,7 +17,7 @@ MIO7B = dict(text_size=64000, image_codes=8192, speech_codebook=1024, speech_lay
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
-  return synthetic.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
+  return synthetic_shards.tiny_text_model(str(tmp_path_factory.mktemp("sp")))
 
 
 def test_mio7b_layout_by_hand():
@@ -84,7 +84,7 @@ def test_round_trips_with_trained_model(text_model):
 
 def test_model_without_chatml_pieces(tmp_path, text_model):
   corpus = tmp_path / "c.txt"
-  corpus.write_text("\n".join(synthetic.corpus_lines(100)))
+  corpus.write_text("\n".join(synthetic_shards.corpus_lines(100)))
   spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "plain"),
                                  vocab_size=320, byte_fallback=True, hard_vocab_limit=False,
                                  minloglevel=2)

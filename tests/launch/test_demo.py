@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,29 +20,35 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 3
 
+pytestmark = pytest.mark.slow  # the whole demo, shortened: minutes; every part has its own tests
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("demo"))
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # the demo sets its own device count
+  start = time.monotonic()
   run = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "demo.py"), f"--workdir={workdir}",
                         f"--steps={STEPS}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  wall = time.monotonic() - start
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   with open(os.path.join(workdir, "demo_summary.json")) as f:
-    return workdir, json.load(f), run.stdout
+    return workdir, json.load(f), run.stdout, wall
 
 
 def test_prints_what_it_did_and_where(demo):
-  workdir, summary, stdout = demo
+  workdir, summary, stdout, wall = demo
   assert "make demo: what it did" in stdout
   for step in summary["steps"]:
-    assert step["what"] in stdout and step["seconds"] >= 0
+    assert step["what"] in stdout
+  # The steps' own timings fit inside the subprocess's wall time, measured here.
+  assert 0 < sum(step["seconds"] for step in summary["steps"]) <= wall
   assert summary["hf_export"] in stdout
 
 
 def test_shards_account_for_every_sample_and_hold_out_unseen_media(demo):
-  workdir, summary, _ = demo
+  workdir, summary, _, _ = demo
   tokens = summary["tokens"]
   for split in ("train", "heldout"):
     assert glob.glob(tokens[split])
@@ -64,7 +71,7 @@ def test_shards_account_for_every_sample_and_hold_out_unseen_media(demo):
 
 
 def test_four_stages_chain_and_learning_evidence_is_reported(demo):
-  workdir, summary, _ = demo
+  workdir, summary, _, _ = demo
   stages = summary["stages"]
   assert [s["stage"] for s in stages] == [1, 2, 3, 4]
   for s in stages:
@@ -79,7 +86,6 @@ def test_four_stages_chain_and_learning_evidence_is_reported(demo):
       row = summary["learning_evidence"][stage][kind]
       assert row["samples"] == n
       assert np.isfinite([row["real"], row["mismatched"]]).all()
-      assert row["margin"] == pytest.approx(row["mismatched"] - row["real"], abs=2e-4)
 
 
 def test_exported_model_loads_in_transformers_with_our_logits(demo):
@@ -88,7 +94,7 @@ def test_exported_model_loads_in_transformers_with_our_logits(demo):
 
   from mio_jax.generate.load import load_model
 
-  _, summary, _ = demo
+  _, summary, _, _ = demo
   hf = LlamaForCausalLM.from_pretrained(summary["hf_export"], torch_dtype=torch.float32).eval()
   model, vocab = load_model(summary["stages"][-1]["workdir"])
   ids = np.asarray([vocab.bos] + vocab.encode_text("a red circle on a white background") + [vocab.image_start,
@@ -103,7 +109,7 @@ def test_generated_media_are_files_a_person_can_open(demo):
   import soundfile as sf
   from PIL import Image
 
-  _, summary, _ = demo
+  _, summary, _, _ = demo
   rows = {r["task"]: r for r in summary["generated"]}
   assert set(rows) == {"caption from image", "transcript from speech", "image from caption", "speech from text"}
   for task in ("caption from image", "transcript from speech"):

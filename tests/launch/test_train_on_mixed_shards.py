@@ -17,17 +17,19 @@ KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conv
 def mini_job(tmp_path_factory):
   """The mini corpus (4 of each kind) tokenized by the job, test-double encoders."""
   import configs.tokenize as tokenize_config
-  from mio_jax.tokenize import job, testing
+  from mio_jax.tokenize import job
+  import encoder_doubles
+  import tokenize_helpers as helpers
   tmp = tmp_path_factory.mktemp("mixed_train")
   c = tokenize_config.get_config("mini")
-  c.input = ",".join(testing.subset_manifests(str(tmp / "in"), {k: 4 for k in KINDS}))
+  c.input = ",".join(helpers.subset_manifests(str(tmp / "in"), {k: 4 for k in KINDS}))
   c.output_dir, c.shard_size, c.progress = str(tmp / "tok"), 6, False
-  c.image_tokenizer = c.speech_tokenizer = "test_double"
   c.process_index, c.process_count = 0, 1
-  assert job.run(c)["job"]["written"] == 4 * len(KINDS)
+  assert job.run(c, encoder_doubles.use_double_encoders(c))["job"]["written"] == 4 * len(KINDS)
   return str(tmp / "tok")
 
 
+@pytest.mark.slow  # a 1536-token compile; train() with mixed_shards is in tests/train
 def test_smoke_stage2_trains_on_mixed_shards_from_one_flag(mini_job, tmp_path):
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu")

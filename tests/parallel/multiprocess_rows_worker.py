@@ -9,6 +9,7 @@ replica's copy of the rows takes part.
 """
 
 import json
+import os
 import sys
 
 import jax
@@ -49,11 +50,13 @@ def main():
   sharding = NamedSharding(mesh, batch_spec())
   shard = batch_shard(sharding, args["global_batch"])
   if "pipeline" in args:
-    from mio_jax.data import synthetic
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+    import synthetic_shards
     from mio_jax.data.train_iterator import make_train_iterator
     p = args["pipeline"]
-    data_cfg = synthetic.pipeline_config(p["data_dir"], p["text_model"], {"pairs": 1}, worker_count=0,
-                                         global_batch=args["global_batch"], seq_len=p["seq_len"])
+    data_cfg = synthetic_shards.pipeline_config(p["data_dir"], p["text_model"], {"pairs": 1},
+                                                worker_count=0, global_batch=args["global_batch"],
+                                                seq_len=p["seq_len"])
     batches = make_train_iterator(data_cfg, batch_sharding=sharding, shard=shard)
   else:
     batches = SyntheticBatches(seed=SEED, global_batch=args["global_batch"], seq_len=SEQ_LEN,

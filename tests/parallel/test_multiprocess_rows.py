@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from multiprocess_helpers import run_processes
 
-from mio_jax.data import pipeline, synthetic
+from mio_jax.data import pipeline
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.train.synthetic_batches import synthetic_row
 from mio_jax.vocab import Vocabulary
+import synthetic_shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "multiprocess_rows_worker.py")
@@ -62,12 +63,12 @@ def test_tensor_across_process_pairs_data_across_pairs():
 
 def test_grain_pipeline_processes_sharing_rows_read_the_same_records(tmp_path):
   # As above, through the shard pipeline: each pair reads records [block::2] and feeds its rows.
-  text_model = synthetic.tiny_text_model(str(tmp_path / "sp"))
-  synthetic.write_shards(str(tmp_path / "pairs"), "image_text", num_samples=40, num_shards=2)
+  text_model = synthetic_shards.tiny_text_model(str(tmp_path / "sp"))
+  synthetic_shards.write_shards(str(tmp_path / "pairs"), "image_text", num_samples=40, num_shards=2)
   p = dict(data_dir=str(tmp_path), text_model=text_model, seq_len=64)
   out = run(4, 2, ici=dict(tensor=4), dcn=dict(data=2), processes_per_node=2, global_batch=8, pipeline=p)
   assert [o["shard"] for o in out] == [[0, 2, 0, 4], [0, 2, 0, 4], [1, 2, 4, 8], [1, 2, 4, 8]]
-  cfg = synthetic.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, worker_count=0,
+  cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, worker_count=0,
                                   global_batch=8, seq_len=64)
   vocab = Vocabulary.from_config(cfg.vocab)
   blocks = [next(iter(pipeline.build_dataset(cfg.data, vocab, shard=BatchShard(b, 2, slice(4 * b, 4 * b + 4)))))

@@ -12,6 +12,7 @@ import pytest
 
 from mio_jax import storage
 from mio_jax.data.shards import ShardReader
+import encoder_doubles
 from storage_helpers import BUCKET
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -23,9 +24,14 @@ def _job_config(inputs: str, out: str):
   import configs.tokenize as tokenize_config
   c = tokenize_config.get_config("mini")
   c.input, c.output_dir, c.shard_size, c.progress = inputs, out, 4, False
-  c.image_tokenizer = c.speech_tokenizer = "test_double"  # code-from-signal doubles: no weights
   c.process_index, c.process_count = 0, 1
   return c
+
+
+def _run(config):
+  """The job with the code-from-signal encoder doubles (no weights)."""
+  from mio_jax.tokenize import job
+  return job.run(config, encoder_doubles.use_double_encoders(config))
 
 
 def _put(local: str, url: str):
@@ -36,10 +42,10 @@ def _put(local: str, url: str):
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory, gcs_emulator):
   """The same inputs tokenized to local disk and to gs://; one manifest (and its media) read from gs://."""
-  from mio_jax.tokenize import job, testing
+  import tokenize_helpers as helpers
 
   tmp = tmp_path_factory.mktemp("tok")
-  inputs = testing.subset_manifests(str(tmp / "in"), {k: 2 for k in KINDS})
+  inputs = helpers.subset_manifests(str(tmp / "in"), {k: 2 for k in KINDS})
   # A manifest with relative media paths, as a local folder and as its copy in the bucket.
   twin = tmp / "twin"
   (twin / "images").mkdir(parents=True)
@@ -50,9 +56,9 @@ def tokenized(tmp_path_factory, gcs_emulator):
   _put(str(twin / "pairs.jsonl"), gs_in + "/pairs.jsonl")
 
   local_out, gs_out = str(tmp / "out"), f"gs://{BUCKET}/tok-out"
-  local = job.run(_job_config(",".join(inputs + [str(twin / "pairs.jsonl")]), local_out))
-  remote = job.run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
-  rerun = job.run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
+  local = _run(_job_config(",".join(inputs + [str(twin / "pairs.jsonl")]), local_out))
+  remote = _run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
+  rerun = _run(_job_config(",".join(inputs + [gs_in + "/pairs.jsonl"]), gs_out))
   return local_out, gs_out, local, remote, rerun
 
 
@@ -172,3 +178,16 @@ def test_export_cli_names_a_missing_bucket_in_one_line(gcs_emulator, tmp_path, c
     launch_module("export").main(["--checkpoint", "gs://no-such-bucket/run", "--out", str(tmp_path / "hf")])
   assert str(e.value.code) == ("export failed: --checkpoint='gs://no-such-bucket/run': bucket "
                                "gs://no-such-bucket does not exist or is not visible with these credentials")
+
+
+def test_vocabulary_loads_its_text_model_from_gs(gs_dir):
+  from mio_jax.vocab import Vocabulary
+  local = os.path.join(ROOT, "data", "vocab", "mini.model")
+  with open(local, "rb") as f:
+    storage.atomic_write_bytes(gs_dir + "/mini.model", f.read())
+  cfg = dict(text_size=1000, image_codes=1024, speech_codebook=1024, speech_layers=4,
+             code_order="image_first")
+  remote = Vocabulary.from_config(dict(cfg, text_model=gs_dir + "/mini.model"))
+  ours = Vocabulary.from_config(dict(cfg, text_model=local))
+  text = "a red circle on a light blue background"
+  assert remote.encode_text(text) == ours.encode_text(text)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from mio_jax.tokenize import encoders
+import encoder_doubles
 
 
 class RecordingImageEncoder:
@@ -55,7 +56,7 @@ def test_speech_grouped_by_padded_length_and_cut_to_own_frames():
 def test_block_quant_double_matches_numpy():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (8, 256, 256, 3), dtype=np.uint8)
-  got = encoders.BlockQuantImageEncoder(batch_size=8).encode_batch(images)
+  got = encoder_doubles.BlockQuantImageEncoder(batch_size=8).encode_batch(images)
   x = images.astype(np.float64).reshape(8, 16, 16, 16, 16, 3).mean(axis=(2, 4))
   q = np.clip(np.floor(x / 64.0), 0, 3).astype(np.int32)
   np.testing.assert_array_equal(got, q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2])
@@ -64,7 +65,7 @@ def test_block_quant_double_matches_numpy():
 def test_frame_quant_double_matches_numpy():
   rng = np.random.default_rng(1)
   waves = (rng.standard_normal((8, 1000)) * 0.05).astype(np.float32)
-  got = encoders.FrameQuantSpeechEncoder(batch_size=8).encode_batch(waves, np.full(8, 1000))
+  got = encoder_doubles.FrameQuantSpeechEncoder(batch_size=8).encode_batch(waves, np.full(8, 1000))
   padded = np.pad(waves.astype(np.float64), ((0, 0), (0, 280)))  # 4 frames of 320
   level = ((padded.reshape(8, 4, 8, 40).mean(-1) * 8 + 1) * 512).transpose(2, 0, 1)
   want = np.clip(np.floor(level), 0, 1023).astype(np.int32)

@@ -17,7 +17,8 @@ import soundfile as sf
 from PIL import Image
 
 from mio_jax.data.shards import ShardReader
-from mio_jax.tokenize import job, testing
+from mio_jax.tokenize import job
+import tokenize_helpers as helpers
 
 SUBSET = {"image_text": 8, "speech_text": 8, "video_text": 3, "interleaved": 2, "text": 4,
           "conversation": 10}
@@ -58,7 +59,7 @@ class Oracle:
     return [self.image_codes(frames[i]) for i in frame_ids]
 
   def resolve(self):
-    b = testing.TEST_BATCH
+    b = helpers.TEST_BATCH
     images = self.images[::-1]
     for start in range(0, len(images), b):
       chunk = images[start:start + b]
@@ -70,8 +71,8 @@ class Oracle:
     clips = self.clips[::-1]
     for start in range(0, len(clips), b):
       chunk = clips[start:start + b]
-      batch = np.zeros((b, testing.TEST_PAD), np.float32)
-      lengths = np.full(b, testing.TEST_PAD)
+      batch = np.zeros((b, helpers.TEST_PAD), np.float32)
+      lengths = np.full(b, helpers.TEST_PAD)
       for i, (wave, _) in enumerate(chunk):
         batch[i, :len(wave)], lengths[i] = wave, len(wave)
       codes = np.asarray(self.speech.tokenizer.encode(batch, lengths=lengths, n_q=8))
@@ -130,16 +131,16 @@ def read_all(out):
 
 
 def test_mini_slice_round_trips_to_each_inputs_own_codes(tmp_path):
-  manifests_in = testing.subset_manifests(str(tmp_path / "in"), SUBSET)
-  pair = testing.shared_encoders()
-  summary = job.run(testing.job_config(",".join(manifests_in), tmp_path / "out"), pair)
+  manifests_in = helpers.subset_manifests(str(tmp_path / "in"), SUBSET)
+  pair = helpers.shared_encoders()
+  summary = job.run(helpers.job_config(",".join(manifests_in), tmp_path / "out"), pair)
   total = sum(SUBSET.values())
   assert summary["job"] == {"read": total, "written": total, "quarantined": 0, "reasons": {}}
 
   samples = read_all(str(tmp_path / "out"))
   assert [s.meta["index"] for s in samples] == list(range(total))  # complete, ordered, no duplicates
-  with open(os.path.join(testing.MINI, "video_text.jsonl")) as f:
-    descriptions = {os.path.join(testing.MINI, r["video"]): r["description"] for r in map(json.loads, f)}
+  with open(os.path.join(helpers.MINI, "video_text.jsonl")) as f:
+    descriptions = {os.path.join(helpers.MINI, r["video"]): r["description"] for r in map(json.loads, f)}
   oracle = Oracle(*pair)
   wants = []
   for s in samples:

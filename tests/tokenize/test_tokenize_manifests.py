@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from mio_jax.tokenize import manifests
-from mio_jax.tokenize.testing import MINI
+from tokenize_helpers import MINI
 
 
 def test_mini_manifests_parse_with_their_kinds():

@@ -10,7 +10,7 @@ import soundfile as sf
 from PIL import Image
 
 from mio_jax.tokenize import media
-from mio_jax.tokenize.testing import MINI
+from tokenize_helpers import MINI
 
 CFG = media.MediaConfig()
 

@@ -6,14 +6,15 @@ import os
 import pytest
 
 from mio_jax.data.shards import ShardReader
-from mio_jax.tokenize import job, plan, testing
+from mio_jax.tokenize import job, plan
+import tokenize_helpers as helpers
 
 
 def test_planted_bad_inputs_are_quarantined_and_counted(tmp_path):
-  spec, expected, n_good = testing.plant_bad_inputs(str(tmp_path / "in"))
-  c = testing.job_config(spec, tmp_path / "out", shard_size=4)
+  spec, expected, n_good = helpers.plant_bad_inputs(str(tmp_path / "in"))
+  c = helpers.job_config(spec, tmp_path / "out", shard_size=4)
   c.media.resample = False  # the 8 kHz clip is then unsupported
-  summary = job.run(c, testing.shared_encoders())
+  summary = job.run(c, helpers.shared_encoders())
 
   total = n_good + len(expected)
   assert summary["job"]["read"] == total
@@ -36,15 +37,15 @@ def test_planted_bad_inputs_are_quarantined_and_counted(tmp_path):
 
 
 def test_resampling_on_keeps_the_8k_clip(tmp_path):
-  spec, expected, n_good = testing.plant_bad_inputs(str(tmp_path / "in"))
-  summary = job.run(testing.job_config(spec, tmp_path / "out", shard_size=32), testing.shared_encoders())
+  spec, expected, n_good = helpers.plant_bad_inputs(str(tmp_path / "in"))
+  summary = job.run(helpers.job_config(spec, tmp_path / "out", shard_size=32), helpers.shared_encoders())
   assert summary["job"]["written"] == n_good + 1
   assert "unsupported sample rate" not in summary["job"]["reasons"]
 
 
 def test_rerun_with_another_plan_is_refused(tmp_path):
-  spec = ",".join(testing.subset_manifests(str(tmp_path / "in"), {"text": 5}))
-  job.run(testing.job_config(spec, tmp_path / "out", shard_size=2), testing.shared_encoders())
+  spec = ",".join(helpers.subset_manifests(str(tmp_path / "in"), {"text": 5}))
+  job.run(helpers.job_config(spec, tmp_path / "out", shard_size=2), helpers.shared_encoders())
   with pytest.raises(ValueError, match=r"different job \(differs in \['num_shards', 'shard_size'\]\)"):
-    job.run(testing.job_config(spec, tmp_path / "out", shard_size=3), testing.shared_encoders())
+    job.run(helpers.job_config(spec, tmp_path / "out", shard_size=3), helpers.shared_encoders())
   assert plan.PLAN_FILE in os.listdir(tmp_path / "out")

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from mio_jax.tokenize import encoders, job, testing
+from mio_jax.tokenize import job
+import encoder_doubles
+import tokenize_helpers as helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUBSET = {"image_text": 4, "speech_text": 4, "text": 3, "conversation": 5}
@@ -30,10 +32,10 @@ def output_files(out) -> dict[str, bytes]:
 def corpus(tmp_path_factory):
   """A mini slice plus planted bad inputs, and the output of one uninterrupted run over it."""
   root = tmp_path_factory.mktemp("split")
-  spec = ",".join(testing.subset_manifests(str(root / "in"), SUBSET))
-  bad_spec, bad, n_good = testing.plant_bad_inputs(str(root / "bad"))
+  spec = ",".join(helpers.subset_manifests(str(root / "in"), SUBSET))
+  bad_spec, bad, n_good = helpers.plant_bad_inputs(str(root / "bad"))
   spec += "," + bad_spec
-  summary = job.run(testing.job_config(spec, root / "reference", shard_size=4), testing.shared_encoders())
+  summary = job.run(helpers.job_config(spec, root / "reference", shard_size=4), helpers.shared_encoders())
   # Resampling is on, so the planted 8 kHz clip is good here.
   assert summary["job"]["quarantined"] == len(bad) - 1
   assert summary["job"]["written"] == sum(SUBSET.values()) + n_good + 1
@@ -45,9 +47,9 @@ def test_three_processes_split_disjointly_and_completely(tmp_path, corpus):
   n_shards = sum(name.startswith("shards/") and name.endswith(".array_record") for name in reference)
   seen = set()
   for rank in (2, 0, 1):  # any order: ownership is shard % count, not arrival
-    c = testing.job_config(spec, tmp_path, shard_size=4)
+    c = helpers.job_config(spec, tmp_path, shard_size=4)
     c.process_index, c.process_count = rank, 3
-    summary = job.run(c, testing.shared_encoders())
+    summary = job.run(c, helpers.shared_encoders())
     shards = {int(re.search(r"shard-(\d+)-of", f).group(1))
               for f in os.listdir(tmp_path / "shards")} - seen
     assert shards == set(range(rank, n_shards, 3)), rank  # this process wrote exactly its own
@@ -64,17 +66,16 @@ def jax_cache(tmp_path_factory):
 
 
 def _launch(spec, out, cache, encoder_dirs, kill_at=None):
-  speech_dir, image_dir = encoder_dirs
+  """launch/tokenize.py through tests/tokenize/tokenize_cli_worker.py; encoder_dirs None: the doubles."""
+  speech_dir, image_dir = encoder_dirs or ("", "")
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  env.pop(job.KILL_ENV, None)
-  if kill_at:
-    env[job.KILL_ENV] = kill_at
-  cmd = [sys.executable, os.path.join(REPO, "launch", "tokenize.py"),
+  cmd = [sys.executable, os.path.join(REPO, "tests", "tokenize", "tokenize_cli_worker.py"),
+         f"--kill_at={kill_at or ''}", f"--doubles={encoder_dirs is None}",
          f"--config={os.path.join(REPO, 'configs', 'tokenize.py')}:mini", f"--config.input={spec}",
          f"--config.output_dir={out}", "--config.shard_size=4", "--config.progress=False",
          f"--config.speech_tokenizer={speech_dir}", f"--config.image_tokenizer={image_dir}",
-         f"--config.image_batch_size={testing.TEST_BATCH}", f"--config.speech_batch_size={testing.TEST_BATCH}",
-         f"--config.speech_pad_multiple={testing.TEST_PAD}"]
+         f"--config.image_batch_size={helpers.TEST_BATCH}", f"--config.speech_batch_size={helpers.TEST_BATCH}",
+         f"--config.speech_pad_multiple={helpers.TEST_PAD}"]
   return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
@@ -98,13 +99,11 @@ def test_job_killed_mid_shard_reruns_to_the_uninterrupted_result(tmp_path, corpu
   """The job's commit protocol with the code-from-signal test doubles as encoders (two launches
   of the ported tokenizers cost a minute on a loaded 2-core box; the slow test below uses them)."""
   spec, _ = corpus
-  double = encoders.TEST_DOUBLE
-  c = testing.job_config(spec, tmp_path / "reference", shard_size=4)
-  c.image_tokenizer = c.speech_tokenizer = double
-  job.run(c)
+  c = helpers.job_config(spec, tmp_path / "reference", shard_size=4)
+  job.run(c, encoder_doubles.use_double_encoders(c))
   # SIGKILL while the second shard's temporary file is half written.
   _kill_and_rerun(spec, output_files(tmp_path / "reference"), tmp_path / "out", jax_cache,
-                  (double, double), ["shard_half_written:2"])
+                  None, ["shard_half_written:2"])
 
 
 @pytest.mark.slow
@@ -112,6 +111,6 @@ def test_job_killed_at_every_commit_step_reruns_to_the_uninterrupted_result(tmp_
   # Ported tiny tokenizers, killed again on each rerun: mid-write of a shard, after writing it but
   # before its rename, between its rename and its index record, right after a quarantine file,
   # right after an index record.
-  _kill_and_rerun(*corpus, tmp_path / "out", jax_cache, testing.tiny_tokenizer_dirs(),
+  _kill_and_rerun(*corpus, tmp_path / "out", jax_cache, helpers.tiny_tokenizer_dirs(),
                   ["shard_half_written:2", "shard_tmp_written:1", "shard_committed:1",
                    "quarantine_committed:2", "index_committed:1"])

@@ -18,7 +18,8 @@ import soundfile as sf
 from PIL import Image
 
 from mio_jax.data.shards import ShardReader
-from mio_jax.tokenize import job, manifests, media, testing
+from mio_jax.tokenize import job, manifests, media
+import tokenize_helpers as helpers
 
 N_IMAGES, N_CLIPS = 6, 5
 
@@ -113,14 +114,14 @@ def plant_media(root, tfds):
   Returns ({"coco": examples, "speech": {config: examples}}, the JSONL paths in TFDS_INPUTS order,
   {identity: expected quarantine category}); an example's identity is (input, image/id or id)."""
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(testing.MINI, "image_text.jsonl")) as f:
+  with open(os.path.join(helpers.MINI, "image_text.jsonl")) as f:
     mini_images = [json.loads(line) for line in f][:N_IMAGES]
-  with open(os.path.join(testing.MINI, "speech_text.jsonl")) as f:
+  with open(os.path.join(helpers.MINI, "speech_text.jsonl")) as f:
     mini_clips = [json.loads(line) for line in f][:N_CLIPS]
   expected = {}
 
   coco, coco_rows = [], []
-  images = [(np.asarray(Image.open(os.path.join(testing.MINI, r["image"])).convert("RGB")), [r["caption"], "x"])
+  images = [(np.asarray(Image.open(os.path.join(helpers.MINI, r["image"])).convert("RGB")), [r["caption"], "x"])
             for r in mini_images]
   rng = np.random.default_rng(0)
   images += [(rng.integers(0, 255, (100, 120, 3), np.uint8), ["too small"]),
@@ -149,7 +150,7 @@ def plant_media(root, tfds):
 
   speech = {"default": [], "rate8k": []}
   speech_rows = {"default": [], "rate8k": []}
-  clips = [(sf.read(os.path.join(testing.MINI, r["audio"]), dtype="int16")[0], r["transcript"]) for r in mini_clips]
+  clips = [(sf.read(os.path.join(helpers.MINI, r["audio"]), dtype="int16")[0], r["transcript"]) for r in mini_clips]
   clips += [(np.zeros(0, np.int16), "nothing to hear"),
             ((3000 * np.sin(np.arange(16 * 16000) / 9)).astype(np.int16), "sixteen seconds long"),
             (clips[0][0], "   ")]  # a blank transcript
@@ -209,11 +210,11 @@ def test_tfds_inputs_match_the_same_media_through_a_manifest(tmp_path, tfds, mon
   with pytest.raises(manifests.ManifestError, match="split 'validation'.*Unknown split"):  # coco's is "val"
     manifests.read_inputs("tfds:coco_captions/validation", data_dir)
 
-  pair = testing.shared_encoders()
-  c = testing.job_config(",".join(TFDS_INPUTS.values()), tmp_path / "out_tfds")
+  pair = helpers.shared_encoders()
+  c = helpers.job_config(",".join(TFDS_INPUTS.values()), tmp_path / "out_tfds")
   c.tfds_data_dir = data_dir
   got = job.run(c, pair)["job"]
-  want = job.run(testing.job_config(",".join(jsonl_inputs), tmp_path / "out_jsonl"), pair)["job"]
+  want = job.run(helpers.job_config(",".join(jsonl_inputs), tmp_path / "out_jsonl"), pair)["job"]
   n_total = N_IMAGES + 4 + N_CLIPS + 3 + 3
   assert got["read"] == n_total and got["read"] == got["written"] + got["quarantined"]
   assert got == want  # same counts and the same reasons

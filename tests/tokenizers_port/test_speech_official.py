@@ -18,6 +18,7 @@ def _check(stats, layer1=0.999, all_layers=0.99):
   assert stats["decoder_max_abs"] > 0.05 and stats["decoder_max_abs_err"] <= 1e-4, stats
 
 
+@pytest.mark.slow  # the official config, minutes; test_speech_convert covers the port
 def test_official_config_short_clips(tmp_path):
   clips = synth.committed_clips(0, 2)
   calib = synth.committed_clips(50, 1)

@@ -40,6 +40,7 @@ def pair(tmp_path_factory):
   return model, load(str(out / "flax"), pad_multiple=16000 * 8), clips, out
 
 
+@pytest.mark.slow  # decoder agreement, ~40 s; test_speech_convert stays
 def test_codes_features_and_decoder_match_reference(pair):
   model, tok, clips, _ = pair
   assert all(c.shape[0] % 320 for c in clips)

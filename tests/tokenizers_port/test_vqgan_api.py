@@ -57,6 +57,7 @@ def test_config_round_trip_and_bad_key(tmp_path):
     dataclasses.replace(cfg, resize="stretch")
 
 
+@pytest.mark.slow  # about a minute of VQGAN compiles
 def test_mesh_sharded_encode_decode_matches_unsharded(converted):
   _, out = converted
   images = ref.photographs(64)[0:6:2]  # 3 images over 8 devices: padded to 8.

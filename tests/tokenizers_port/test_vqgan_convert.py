@@ -50,6 +50,7 @@ def test_encoder_latents_match(converted, photos):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=impl)
 
 
+@pytest.mark.slow  # decoding photos, a minute a flavour; test_encoder_latents_match stays
 def test_codes_agree_and_decoder_matches(converted, photos):
   _, model, out, _ = converted
   tok = load(out)

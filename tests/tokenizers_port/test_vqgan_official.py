@@ -59,6 +59,7 @@ def _compare(flavor, size, test, calib, conv_impl, tmp_path, min_agreement):
   return agreement
 
 
+@pytest.mark.slow  # the official f16 config, minutes; test_vqgan_convert covers the port
 def test_official_taming_f16(tmp_path):
   photos = ref.photographs(128)
   # Two photos give 128 codes: one near-tie flip is 0.8%, hence the looser bound here.

@@ -58,8 +58,13 @@ def _drop_data_state(step_dir):
   os.remove(os.path.join(step_dir, "data", "process_0-of-1.json"))
 
 
-@pytest.mark.parametrize("damage", [_delete_arrays, _truncate_arrays, _break_metadata, _drop_item,
-                                    _drop_data_state], ids=lambda f: f.__name__.strip("_"))
+_SLOW = pytest.mark.slow  # the same fallback path as the two kept in the default run
+
+
+@pytest.mark.parametrize("damage", [
+    _delete_arrays, _break_metadata, pytest.param(_truncate_arrays, marks=_SLOW),
+    pytest.param(_drop_item, marks=_SLOW), pytest.param(_drop_data_state, marks=_SLOW)],
+    ids=lambda f: f.__name__.strip("_"))
 def test_damaged_newest_step_falls_back_to_the_previous_one(runs, mini_shards, tmp_path, damage,
                                                             caplog):
   reference, stopped = runs

@@ -37,10 +37,10 @@ def test_loss_falls_and_metrics_are_written(full_run):
   assert np.mean(values[-4:]) < np.mean(values[:4]) - 0.3, values
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
-  for key in ("loss", "loss_text", "loss_image", "loss_speech", "learning_rate", "grad_norm",
-              "tokens_per_second", "mfu"):
+  for key in ("loss", "loss_text", "loss_image", "loss_speech", "learning_rate", "grad_norm"):
     assert key in rows[-1], key
   assert rows[-1]["tokens_per_second"] > 0
+  assert rows[-1]["mfu"] is None  # a CPU has no known peak FLOP/s: null, not a made-up number
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
   # checkpoint_every=8 and keep 2: steps 8 and 16.
   assert sorted(os.listdir(workdir / "checkpoints"), key=int) == ["8", "16"]

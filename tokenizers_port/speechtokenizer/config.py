@@ -62,3 +62,10 @@ class SpeechTokenizerConfig:
     out = dataclasses.asdict(self)
     out["strides"] = list(self.strides)
     return out
+
+
+def tiny_config(n_filters: int = 4) -> SpeechTokenizerConfig:
+  """The tiny SpeechTokenizer: release interfaces (hop 320, 8 layers of 1024 codes), few filters,
+  one LSTM layer (the trained one in data/tokenizers/ and the random ones of `load.save_random_tiny`)."""
+  return SpeechTokenizerConfig(n_filters=n_filters, dimension=32, semantic_dimension=32,
+                               lstm_layers=1)

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
+from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig, tiny_config
 from tokenizers_port.speechtokenizer.model import SpeechTokenizerModel
 
 PARAMS_FILE = "params.safetensors"
@@ -52,6 +52,18 @@ def save(out_dir: str, cfg: SpeechTokenizerConfig, params: dict[str, np.ndarray]
             os.path.join(out_dir, PARAMS_FILE))
   with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
     json.dump(cfg.to_dict(), f, indent=2)
+
+
+def save_random_tiny(out_dir: str, seed: int = 0, n_filters: int = 4) -> str:
+  """A random-weight tiny SpeechTokenizer folder (tests, benchmark, demo); returns the folder.
+  Its codes mean nothing but are a deterministic function of the input."""
+  cfg = tiny_config(n_filters=n_filters)
+  params = random_params(cfg, seed)
+  for name, value in params.items():
+    if "codebook" in name or "embed" in name:  # spread the codes: codebook scale ~ feature scale
+      params[name] = value * np.sqrt(value.shape[0]) * 0.5
+  save(out_dir, cfg, params)
+  return out_dir
 
 
 def save_model(model: SpeechTokenizerModel, directory: str) -> str:

@@ -2,7 +2,7 @@
 
   python -m tokenizers_port.speechtokenizer.train_tiny --out data/tokenizers/tiny_speechtokenizer
 
-The random tiny SpeechTokenizer (mio_jax/tokenize/tiny_tokenizers.py) hashes waveform shape: the
+The random tiny SpeechTokenizer (load.save_random_tiny) hashes waveform shape: the
 same word spoken twice gets unrelated codes, so a model cannot learn what speech says. The
 released SpeechTokenizer makes RVQ layer 1 carry content by distilling HuBERT into it. HuBERT
 cannot be had here, so the stand-in teacher is per-clip normalised MFCCs (spectral envelope, which
@@ -30,18 +30,12 @@ import soundfile as sf
 from flax import nnx
 
 from tokenizers_port.kmeans import kmeans, nearest
-from tokenizers_port.speechtokenizer.config import SpeechTokenizerConfig
-from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, build_model, random_params,
-                                                  save_model)
+from tokenizers_port.speechtokenizer.config import tiny_config
+from tokenizers_port.speechtokenizer.load import (SpeechTokenizer, build_model, load, random_params,
+                                                  save_model, save_random_tiny)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_COEF = 14  # MFCC c0..c13
-
-
-def tiny_config(n_filters: int = 4) -> SpeechTokenizerConfig:
-  """Release interfaces (hop 320, 8 layers of 1024 codes), few filters, one LSTM layer."""
-  return SpeechTokenizerConfig(n_filters=n_filters, dimension=32, semantic_dimension=32,
-                               lstm_layers=1)
 
 
 def load_clips(speech_dir: str) -> tuple[list[str], list[np.ndarray]]:
@@ -289,10 +283,8 @@ def main(argv=None):
   if args.png:
     spectrogram_png(tok, clips[4:15:5], args.png)  # three of the demo's held-out clips
   texts = transcripts(os.path.join(os.path.dirname(args.speech), "speech_text.jsonl"))
-  from mio_jax.tokenize.tiny_tokenizers import make_tiny_speechtokenizer  # the demo's random one
-  from tokenizers_port.speechtokenizer.load import load
   with tempfile.TemporaryDirectory() as tmp:
-    random = load(make_tiny_speechtokenizer(tmp))
+    random = load(save_random_tiny(tmp))  # the demo's random one
   for name, t in (("trained", tok), ("random", random)):
     seqs = [c[c >= 0] for c in t.encode(clips, n_q=1)[0]]
     acc = nearest_transcript_accuracy(seqs, [texts[n] for n in names])

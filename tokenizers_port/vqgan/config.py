@@ -83,6 +83,15 @@ class VQGANConfig:
     return cls(**d)
 
 
+def tiny_config(ch: int = 8) -> VQGANConfig:
+  """The tiny VQGAN: f16 (16x16 codes at 256 px), 8192 codes of dim 8; ch=8 trained
+  (data/tokenizers/tiny_vqgan), ch=4 random (mio_jax.tokenize.tiny_tokenizers)."""
+  return VQGANConfig(
+      flavor="taming", ch=ch, encoder_ch_mult=(1, 1, 2, 2, 4), decoder_ch_mult=(1, 1, 2, 2, 4),
+      num_res_blocks=1, encoder_attn_levels=(), decoder_attn_levels=(), z_channels=8,
+      embed_dim=8, n_embed=8192, num_groups=2)
+
+
 def save_config(config: VQGANConfig, directory: str) -> str:
   path = os.path.join(directory, CONFIG_FILE)
   with open(path, "w") as f:

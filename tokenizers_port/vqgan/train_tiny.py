@@ -2,7 +2,7 @@
 
   python -m tokenizers_port.vqgan.train_tiny --out data/tokenizers/tiny_vqgan   # ~3 min, 2 CPUs
 
-The random tiny VQGAN (mio_jax/tokenize/tiny_tokenizers.py) has codes that carry little colour
+The random tiny VQGAN (ch=4, mio_jax/tokenize/tiny_tokenizers.py) has codes that carry little colour
 and decodes noise. This trains its architecture (ch=8, see `_layout`) as a plain VQ-VAE (MSE +
 codebook + 0.25 x commitment, straight-through, the port's quantizer) from a block-mean colour
 autoencoder (`colour_path_init`; latent channels 3-7 start and stay 0, so codes are block colours).
@@ -24,18 +24,11 @@ from flax import nnx
 from PIL import Image
 
 from tokenizers_port.vqgan import config as vqgan_config, params_io
+from tokenizers_port.vqgan.config import tiny_config
 from tokenizers_port.vqgan.load import load
 from tokenizers_port.vqgan.model import VQGAN, AttnBlock, Downsample, ResnetBlock, Upsample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tiny_config(ch: int = 8) -> vqgan_config.VQGANConfig:
-  """The tiny VQGAN: f16 (16x16 codes at 256 px), 8192 codes of dim 8; ch=4 random (make_tiny_vqgan)."""
-  return vqgan_config.VQGANConfig(
-      flavor="taming", ch=ch, encoder_ch_mult=(1, 1, 2, 2, 4), decoder_ch_mult=(1, 1, 2, 2, 4),
-      num_res_blocks=1, encoder_attn_levels=(), decoder_attn_levels=(), z_channels=8,
-      embed_dim=8, n_embed=8192, num_groups=2)
 
 
 def load_images(image_dir: str) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Synthetic shard samples (random codes, a small sentence corpus) for tests and the benchmark.
+"""Synthetic shard samples (random codes, a small sentence corpus) for tests and the benchmarks.
 
 Real shards come from the tokenization jobs; these have the same schema and realistic shapes
 (image grids, 8-layer speech codes at 50 frames/s, 4-8 video frames) so the pipeline can be
-exercised without running the tokenizers.
+exercised without running the tokenizers. Test code, kept out of the package: tests import it by
+name (pytest puts tests/ on sys.path); the benchmarks put tests/ on their path first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Helpers shared by the tokenization tests and benchmark: corpus subsets and planted bad inputs."""
+"""Helpers shared by the tokenization tests and benchmark: corpus subsets, planted bad inputs, the
+tiny tokenizers and their encoders built once per process, the mini job config.
+
+Test code, kept out of the package: tests import it by name (pytest puts tests/ on sys.path);
+benchmarks/tokenize_throughput.py puts tests/ on its path first."""
 
 import io
 import json
@@ -10,8 +14,8 @@ from PIL import Image
 
 from mio_jax.tokenize.manifests import KINDS
 
-MINI = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "data", "mini")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINI = os.path.join(REPO, "data", "mini")
 _PATH_KEYS = ("image", "audio", "video", "path")
 
 
