@@ -105,13 +105,25 @@ def test_a_kernel_that_cannot_run_is_one_line_before_compiling(monkeypatch, capl
   assert "attention impl 'auto' on tpu: pallas" in caplog.text
 
 
+class _FakeGpu:
+  """What validate reads of a device: one GPU node of 8."""
+  platform, device_kind, process_index = "gpu", "NVIDIA H100", 0
+
+  def __init__(self, i):
+    self.id = i
+    self.slice_index = 0
+
+
 def test_config_validation_checks_the_kernel_against_the_devices():
   from configs.base import stage_config
   from mio_jax.train.validate import ConfigError, validate
 
   c = stage_config(2, "smoke")
-  c.model.attention_impl = "cudnn"
-  with pytest.raises(ConfigError, match=r"^config.model.attention_impl='cudnn' cannot run on cpu"):
+  c.model.attention_impl = "splash"
+  with pytest.raises(ConfigError, match=r"^config.model.attention_impl='splash' cannot run on gpu"):
+    validate(c, [_FakeGpu(i) for i in range(8)])
+  c.model.attention_impl = "cudnn"  # would run on a GPU, but cannot train on packed rows anywhere
+  with pytest.raises(ConfigError, match=r"^config.model.attention_impl='cudnn' cannot train"):
     validate(c, jax.devices())
   c.model.attention_impl = "splash"  # interpret mode on CPU
   validate(c, jax.devices())
