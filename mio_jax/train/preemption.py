@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 
-from jax._src import distributed  # global_state: is a distributed client up (no public accessor)
+import jax
 from jax.experimental import multihost_utils
 
 log = logging.getLogger("mio_jax.train")
@@ -29,7 +29,7 @@ class PreemptionWatcher:
   def __init__(self):
     self._flag = threading.Event()
     self._previous = None
-    self._multi = distributed.global_state.client is not None
+    self._multi = jax.distributed.is_initialized()
 
   def __enter__(self) -> "PreemptionWatcher":
     if not self._multi and threading.current_thread() is threading.main_thread():
