@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from mio_jax.parallel.rules import constrain
 from mio_jax.train.chunked_loss import chunked_token_losses
 from mio_jax.train.state import TrainState
 
@@ -27,6 +28,17 @@ def token_losses(logits: jax.Array, targets: jax.Array, z_loss: float) -> tuple[
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   nll = log_z - target_logit
   return nll + z_loss * jnp.square(log_z), nll
+
+
+def split_micro_batches(x: jax.Array, n: int) -> jax.Array:
+  """[B, ...] -> [n, B / n, ...] where micro-batch a holds rows a, a + n, a + 2n, ...
+
+  The batch's rows are split over devices in contiguous blocks; taking every n-th row gives every
+  device its share of each micro-batch from the rows it already holds, so nothing moves between
+  devices (contiguous micro-batches would sit on a few devices each).
+  """
+  y = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+  return constrain(y, (None, "batch", "length"))
 
 
 def modality_masks(targets: jax.Array, ranges: dict[str, tuple[int, int]]) -> dict[str, jax.Array]:
@@ -66,15 +78,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
     if grad_accum_steps == 1:
       (_, sums), grads = grad_fn(state.params, batch)
     else:
-      micro = jax.tree.map(
-          lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]), batch)
+      micro = jax.tree.map(lambda x: split_micro_batches(x, grad_accum_steps), batch)
 
       def accumulate(carry, micro_batch):
+        micro_batch = jax.tree.map(lambda x: constrain(x, ("batch", "length")), micro_batch)
         (_, sums), grads = grad_fn(state.params, micro_batch)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-      (_, sums_shape), grads_shape = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (grads_shape, sums_shape))
+      _, sums_shape = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))[0]
+      # The gradient carry is laid out like the params it sums into (zeros_like keeps their
+      # sharding), not replicated: at 7B an unsharded carry alone would not fit a chip.
+      zeros = (jax.tree.map(jnp.zeros_like, state.params),
+               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro)
 
     # Token-weighted mean over the whole global batch.
