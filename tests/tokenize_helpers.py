@@ -166,3 +166,16 @@ def job_config(input_spec: str, output_dir: str, shard_size: int = 16):
   c.image_batch_size = c.speech_batch_size = TEST_BATCH
   c.speech_pad_multiple = TEST_PAD
   return c
+
+
+def tokenize_mini_subset(in_dir: str, out_dir: str, per_kind: int, shard_size: int) -> dict:
+  """The first `per_kind` samples of every mini-corpus kind, tokenized by the job with the encoder
+  doubles into out_dir (shards: out_dir/shards/*.array_record); returns the job's summary."""
+  import configs.tokenize as tokenize_config
+  import encoder_doubles
+  from mio_jax.tokenize import job
+  c = tokenize_config.get_config("mini")
+  c.input = ",".join(subset_manifests(in_dir, {k: per_kind for k in KINDS}))
+  c.output_dir, c.shard_size, c.progress = out_dir, shard_size, False
+  c.process_index, c.process_count = 0, 1
+  return job.run(c, encoder_doubles.use_double_encoders(c))

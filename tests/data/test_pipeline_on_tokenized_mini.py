@@ -22,17 +22,9 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 @pytest.fixture(scope="module")
 def mini_shards(tmp_path_factory):
-  import configs.tokenize as tokenize_config
-  from mio_jax.tokenize import job
-  import encoder_doubles
-  import tokenize_helpers as helpers
+  from tokenize_helpers import tokenize_mini_subset
   tmp = tmp_path_factory.mktemp("tok")
-  kinds = ("image_text", "speech_text", "video_text", "interleaved", "text", "conversation")
-  inputs = helpers.subset_manifests(str(tmp / "in"), {k: 6 for k in kinds})
-  c = tokenize_config.get_config("mini")
-  c.input, c.output_dir, c.shard_size, c.progress = ",".join(inputs), str(tmp / "out"), 8, False
-  c.process_index, c.process_count = 0, 1
-  job.run(c, encoder_doubles.use_double_encoders(c))
+  tokenize_mini_subset(str(tmp / "in"), str(tmp / "out"), per_kind=6, shard_size=8)
   return str(tmp / "out" / "shards" / "*.array_record")
 
 

@@ -16,16 +16,10 @@ KINDS = ("image_text", "speech_text", "video_text", "interleaved", "text", "conv
 @pytest.fixture(scope="module")
 def mini_job(tmp_path_factory):
   """The mini corpus (4 of each kind) tokenized by the job, test-double encoders."""
-  import configs.tokenize as tokenize_config
-  from mio_jax.tokenize import job
-  import encoder_doubles
-  import tokenize_helpers as helpers
+  from tokenize_helpers import tokenize_mini_subset
   tmp = tmp_path_factory.mktemp("mixed_train")
-  c = tokenize_config.get_config("mini")
-  c.input = ",".join(helpers.subset_manifests(str(tmp / "in"), {k: 4 for k in KINDS}))
-  c.output_dir, c.shard_size, c.progress = str(tmp / "tok"), 6, False
-  c.process_index, c.process_count = 0, 1
-  assert job.run(c, encoder_doubles.use_double_encoders(c))["job"]["written"] == 4 * len(KINDS)
+  summary = tokenize_mini_subset(str(tmp / "in"), str(tmp / "tok"), per_kind=4, shard_size=6)
+  assert summary["job"]["written"] == 4 * len(KINDS)
   return str(tmp / "tok")
 
 

@@ -1,7 +1,6 @@
 """A damaged newest checkpoint: the run resumes from the newest step that restores, exactly as an
 uninterrupted run would continue from there; milestones survive keep-N; metrics have one row a step."""
 
-import json
 import os
 import shutil
 
@@ -10,7 +9,7 @@ import pytest
 from configs.base import stage_config
 from mio_jax.train.checkpoint import CheckpointError
 from mio_jax.train.loop import train
-from train_helpers import smoke_on_shards
+from train_helpers import metrics_rows, smoke_on_shards
 
 STEPS = 12
 
@@ -77,8 +76,7 @@ def test_damaged_newest_step_falls_back_to_the_previous_one(runs, mini_shards, t
   assert sorted(resumed) == list(range(5, STEPS + 1)), "resumed from step 4"
   assert resumed == {s: reference[s] for s in resumed}
   assert any("checkpoint step 8 cannot be restored" in r.message for r in caplog.records)
-  with open(workdir / "metrics.jsonl") as f:
-    rows = [json.loads(line) for line in f]
+  rows = metrics_rows(workdir)
   assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), "replayed steps 5-8 written once"
   assert {r["step"]: r["loss"] for r in rows} == reference
 

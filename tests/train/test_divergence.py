@@ -1,7 +1,6 @@
 """Non-finite steps: "halt" stops at the first one and saves nothing of it; "skip" leaves the state
 unchanged for that step, counts it, and halts after max_consecutive_skips in a row."""
 
-import json
 import os
 
 import jax
@@ -12,6 +11,7 @@ from configs.base import stage_config
 from mio_jax.train import loop
 from mio_jax.train.checkpoint import load_params
 from mio_jax.train.divergence import TrainingHalted
+from train_helpers import metrics_rows
 
 
 def _config(**train_kw):
@@ -21,11 +21,6 @@ def _config(**train_kw):
                  async_checkpointing=False)
   c.train.update(train_kw)
   return c
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
 
 
 def _saved_steps(workdir):
@@ -38,7 +33,7 @@ def test_halt_on_a_diverging_run(tmp_path):
   with pytest.raises(TrainingHalted, match=r"^step (\d+): loss nan") as e:
     loop.train(c, str(tmp_path))
   bad = int(e.value.args[0].split()[1].rstrip(":"))
-  rows = _rows(tmp_path)
+  rows = metrics_rows(tmp_path)
   assert rows[-1]["step"] == bad and rows[-1]["loss"] == "nan", "the bad step is visible"
   assert all(isinstance(r["loss"], float) for r in rows[:-1])
   assert _saved_steps(tmp_path) == [s for s in range(2, bad, 2)], "nothing saved from the bad step on"
@@ -83,7 +78,7 @@ def test_skip_leaves_the_state_of_a_poisoned_step_unchanged(tmp_path, monkeypatc
   _poison(monkeypatch, {4})
   result = loop.train(_config(on_nonfinite="skip", checkpoint_every=1), str(tmp_path))
   assert result.final_step == 8
-  rows = {r["step"]: r for r in _rows(tmp_path)}
+  rows = {r["step"]: r for r in metrics_rows(tmp_path)}
   assert rows[4]["loss"] == "nan" and rows[4]["skipped"] == 1
   assert sum(r["skipped"] for r in rows.values()) == 1
   assert all(isinstance(rows[s]["loss"], float) for s in rows if s != 4)

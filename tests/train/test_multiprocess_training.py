@@ -23,7 +23,7 @@ import pytest
 from multiprocess_helpers import ROOT, free_port, process_env
 
 from mio_jax.train.loop import train
-from train_helpers import cli_flags, smoke_on_shards
+from train_helpers import cli_flags, metrics_rows, smoke_on_shards
 
 STEPS, EVERY = 8, 4
 DRIVER = os.path.join(ROOT, "tests", "train", "logged_train.py")
@@ -60,16 +60,8 @@ def _finish(procs, timeout=300):
   return [p.returncode for p in procs], outs
 
 
-def _rows(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
-
-
 def _losses(workdir):
-  return {r["step"]: r["loss"] for r in _rows(workdir)}
+  return {r["step"]: r["loss"] for r in metrics_rows(workdir)}
 
 
 def _batch_log(workdir, tag, process):
@@ -80,7 +72,7 @@ def _batch_log(workdir, tag, process):
 def _signal_when(procs, workdir, ready, sig, timeout=240):
   deadline = time.time() + timeout
   while time.time() < deadline and all(p.poll() is None for p in procs):
-    rows = _rows(workdir)
+    rows = metrics_rows(workdir)
     if rows and ready(rows[-1]["step"]):
       for p in procs:
         p.send_signal(sig)
@@ -143,7 +135,7 @@ def test_sigkill_every_process_then_relaunch_resumes_each_host_where_it_was(refe
   codes, outs = _finish(_launch(workdir, mini_shards, "resumed"))
   assert codes == [0, 0], outs[0][-3000:]
   assert _losses(workdir) == _losses(reference)
-  assert [r["step"] for r in _rows(workdir)] == list(range(1, STEPS + 1)), "one row per step"
+  assert [r["step"] for r in metrics_rows(workdir)] == list(range(1, STEPS + 1)), "one row per step"
   resumed_from = STEPS - len(_batch_log(workdir, "resumed", 0))
   assert resumed_from % EVERY == 0 and resumed_from >= EVERY
   for process in (0, 1):
@@ -177,7 +169,7 @@ def test_sigterm_to_every_process_saves_one_step_and_exits_zero(reference, mini_
   assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
   saved = max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   # The sync point is the step after the furthest any process had reached: the same on both.
-  assert saved < STEPS and saved == _rows(workdir)[-1]["step"], saved
+  assert saved < STEPS and saved == metrics_rows(workdir)[-1]["step"], saved
   assert all(f"preempted at step {saved}, saved" in out for out in outs)
   codes, outs = _finish(_launch(workdir, mini_shards, "rerun"))
   assert codes == [0, 0], outs[0][-3000:]

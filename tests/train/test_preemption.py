@@ -1,7 +1,6 @@
 """SIGTERM mid-run: the CLI finishes the step, saves exactly it, exits 0; the rerun resumes there
 and the whole loss trajectory equals an uninterrupted run's, bit for bit (one process, 8 devices)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,8 +9,8 @@ import time
 
 import pytest
 
-from train_helpers import ROOT, cli_flags, shard_config_overrides, smoke_on_shards
 from mio_jax.train.loop import train
+from train_helpers import ROOT, cli_flags, metrics_rows, shard_config_overrides, smoke_on_shards
 
 STEPS, EVERY = 16, 8
 
@@ -29,14 +28,6 @@ def _cli(workdir, shards):
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _rows(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
-
-
 def test_sigterm_saves_that_step_and_the_rerun_continues_bit_identically(mini_shards, tmp_path):
   reference = train(smoke_on_shards(mini_shards, steps=STEPS, checkpoint_every=EVERY),
                     str(tmp_path / "reference")).losses
@@ -45,7 +36,7 @@ def test_sigterm_saves_that_step_and_the_rerun_continues_bit_identically(mini_sh
   proc = _cli(workdir, mini_shards)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    steps = [r["step"] for r in _rows(workdir)]
+    steps = [r["step"] for r in metrics_rows(workdir)]
     if steps and steps[-1] >= 3 and steps[-1] % EVERY:
       proc.send_signal(signal.SIGTERM)
       break
@@ -56,13 +47,13 @@ def test_sigterm_saves_that_step_and_the_rerun_continues_bit_identically(mini_sh
   out = proc.communicate(timeout=240)[0]
   assert proc.returncode == 0, out[-3000:]
   saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  stopped = _rows(workdir)[-1]["step"]
+  stopped = metrics_rows(workdir)[-1]["step"]
   assert saved[-1] == stopped and stopped % EVERY and stopped < STEPS, (saved, stopped)
   assert f"preempted at step {stopped}, saved" in out
 
   rerun = _cli(workdir, mini_shards)
   out = rerun.communicate(timeout=300)[0]
   assert rerun.returncode == 0, out[-3000:]
-  rows = _rows(workdir)
+  rows = metrics_rows(workdir)
   assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), "one row per step after the resume"
   assert {r["step"]: r["loss"] for r in rows} == reference

@@ -1,5 +1,6 @@
 """Configs for the train-loop tests on real token shards (the `mini_shards` fixture, conftest.py)."""
 
+import json
 import os
 
 from configs.base import stage_config
@@ -24,3 +25,12 @@ def smoke_on_shards(shards_glob: str, stage: int = 1, **train):
 
 def cli_flags(overrides: dict[str, object]) -> list[str]:
   return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def metrics_rows(workdir) -> list[dict]:
+  """metrics.jsonl's complete rows (none yet: []; a line still being written is left out)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.endswith("\n")]
