@@ -2,6 +2,7 @@
 
   python benchmarks/train_step.py                       # ~40M preset, batch 4 x 512, vs PyTorch (CPU)
   python benchmarks/train_step.py --preset=1b --batch=8 --seq=2048 --notorch   # MFU on one GPU
+  python benchmarks/train_step.py --threads=1 --reference=plain   # the CPU graph rewrites vs without
 
 Both sides train the same architecture (Llama, GQA, SwiGLU, untied head) on the same shapes in
 float32 (bfloat16 compute with --dtype=bfloat16 on accelerators). Rounds alternate between the two
@@ -33,11 +34,14 @@ flags.DEFINE_string("remat", "none", "Remat policy.")
 flags.DEFINE_string("attention", None, "Attention implementation (default: the preset's choice).")
 flags.DEFINE_bool("scan_layers", None, "Scan over the layers (default: the preset's choice).")
 flags.DEFINE_integer("threads", 0, "Run both sides on this many cores (0: all the process may use).")
-flags.DEFINE_bool("torch", True, "Also time HF transformers LlamaForCausalLM with torch AdamW.")
+flags.DEFINE_bool("torch", True, "Also time a reference (--reference).")
+flags.DEFINE_enum("reference", "torch", ["torch", "plain"],
+                  "torch: HF transformers LlamaForCausalLM with torch AdamW; plain: this preset with "
+                  "model.cpu_tuned_matmuls off (what the XLA-CPU graph rewrites buy).")
 FLAGS = flags.FLAGS
 
 
-def jax_runner():
+def jax_runner(cpu_tuned_matmuls=None):
   import jax
   import jax.numpy as jnp
   import ml_collections
@@ -58,6 +62,8 @@ def jax_runner():
     mc.attention_impl = FLAGS.attention
   if FLAGS.scan_layers is not None:
     mc.scan_layers = FLAGS.scan_layers
+  if cpu_tuned_matmuls is not None:
+    mc.cpu_tuned_matmuls = cpu_tuned_matmuls
   cfg = ModelConfig.from_config(mc)
   opt = ml_collections.ConfigDict(dict(peak_lr=3e-4, warmup_fraction=0.03, final_lr_fraction=0.1, b1=0.9,
                                        b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
@@ -136,7 +142,10 @@ def main(argv):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:FLAGS.threads])
   import jax
   run_jax, cfg, peak, flops_per_token = jax_runner()
-  run_torch = torch_runner(cfg) if FLAGS.torch else None
+  run_torch = None
+  if FLAGS.torch:
+    run_torch = torch_runner(cfg) if FLAGS.reference == "torch" else jax_runner(False)[0]
+  name = "torch" if FLAGS.reference == "torch" else "plain"
   jax_tps, torch_tps, jax_cpu, torch_cpu = [], [], [], []
   for r in range(FLAGS.rounds):
     for run, tps, cpu in ((run_jax, jax_tps, jax_cpu), (run_torch, torch_tps, torch_cpu)):
@@ -145,16 +154,21 @@ def main(argv):
         tps.append(tokens_per_s)
         cpu.append(cpu_s)
     print(f"round {r}: mio_jax {jax_tps[-1]:,.0f} tok/s ({jax_cpu[-1]:.2f} cpu-s/step)" +
-          (f"  torch {torch_tps[-1]:,.0f} tok/s ({torch_cpu[-1]:.2f} cpu-s/step)" if torch_tps else "") +
+          (f"  {name} {torch_tps[-1]:,.0f} tok/s ({torch_cpu[-1]:.2f} cpu-s/step)" if torch_tps else "") +
           f"  load {os.getloadavg()[0]:.1f}", flush=True)
   ours = statistics.median(jax_tps)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}  "
         f"preset {FLAGS.preset} ({cfg.num_params() / 1e6:.1f}M params)  batch {FLAGS.batch} x {FLAGS.seq}  "
         f"dtype {FLAGS.dtype}  scan_layers {cfg.scan_layers}  remat {cfg.remat_policy}  "
-        f"attention {cfg.attention_impl}")
+        f"attention {cfg.attention_impl}  cpu_tuned_matmuls {cfg.cpu_tuned_matmuls}")
   print(f"mio_jax: {ours:,.0f} tokens/s" + (f", MFU {ours * flops_per_token / (peak * 1e12):.1%}" if peak else
                                              ", MFU n/a (no peak FLOP/s known for this device)"))
-  if torch_tps:
+  if torch_tps and name == "plain":
+    theirs = statistics.median(torch_tps)
+    print(f"plain (cpu_tuned_matmuls False): {theirs:,.0f} tokens/s")
+    print(f"ratio mio_jax / plain: {ours / theirs:.2f}x  (CPU seconds per step, plain / mio_jax: "
+          f"{statistics.median(torch_cpu) / statistics.median(jax_cpu):.2f}x)")
+  elif torch_tps:
     import torch
     theirs = statistics.median(torch_tps)
     print(f"torch {torch.__version__} (threads {torch.get_num_threads()}): {theirs:,.0f} tokens/s")

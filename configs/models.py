@@ -21,6 +21,7 @@ def _model(**kw) -> ml_collections.ConfigDict:
       scan_layers=True,
       unpadded_vocab_size=0,  # 0: vocab_size is the tokenizer's (CPU presets: no tensor axis)
       loss_chunk=0,  # tokens per row per chunk of the training loss's logits; 0: all at once
+      cpu_tuned_matmuls=False,  # XLA-CPU-only graph rewrites (mio_jax/model/transformer.py)
   )
   base.update(kw)
   return ml_collections.ConfigDict(base)
@@ -41,11 +42,11 @@ PRESETS = {
     # skips the masked half of the scores (docs/benchmarks.md, "Train step").
     "40m": lambda: _model(vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
                           num_kv_heads=2, head_dim=64, mlp_dim=1408, scan_layers=False,
-                          attention_impl="xla_blocked"),
+                          attention_impl="xla_blocked", cpu_tuned_matmuls=True),
     # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores.
     "tiny": lambda: _model(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4,
                            num_kv_heads=2, head_dim=16, mlp_dim=192, dtype="float32",
-                           remat_policy="none"),
+                           remat_policy="none", cpu_tuned_matmuls=True),
 }
 
 

@@ -21,12 +21,16 @@ from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, ro
 from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain, kv_head_repeats
 
+# What each block keeps for the backward pass; the rest is recomputed. Per-chip memory of each for
+# MIO-7B on v5p-128 is in docs/scaling.md ("Remat policies").
 REMAT_POLICIES = {
     "none": None,  # keep every activation: fastest, most memory
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block in backward
-    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep every matmul output
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # keep the q/k/v projections and the attention output (recompute the MLP and the norms)
     "save_qkv_out": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out"),
+    "save_qkv": jax.checkpoint_policies.save_only_these_names("qkv"),  # keep q/k/v only
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
 }
 
 
@@ -52,6 +56,10 @@ class ModelConfig:
   # Training loss over chunks of this many tokens per row, never holding the whole logits
   # (mio_jax/train/chunked_loss.py); 0: the plain loss over the whole logits.
   loss_chunk: int = 0
+  # Two graph rewrites that help XLA CPU only (docs/benchmarks.md, "Train step"): gate and up as one
+  # matmul over stacked kernels, and an LM head whose weight gradient reads the logits gradient in
+  # place. Accelerator presets leave them off: their step is plain autodiff.
+  cpu_tuned_matmuls: bool = False
 
   @property
   def used_vocab_size(self) -> int:
@@ -107,7 +115,7 @@ class Attention(nnx.Module):
       out = attention(q, k, v, (segment_ids, cache_segment_ids), causal=True, impl="xla", q_offset=index)
     out = checkpoint_name(out, "attn_out")
     out = jnp.einsum("bthd,hde->bte", out, self.wo[...].astype(dt))
-    out = constrain(out, ("batch", "length", "act_embed"))
+    out = constrain(out, ("batch", "residual_length", "act_embed"))
     return out if cache is None else (out, (k, v))
 
 
@@ -117,7 +125,8 @@ class DecoderBlock(nnx.Module):
     self.attn_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.attn = Attention(cfg, rngs=rngs)
     self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
-    self.mlp = MLP(cfg.embed_dim, cfg.mlp_dim, dtype=dt, param_dtype=pd, rngs=rngs)
+    self.mlp = MLP(cfg.embed_dim, cfg.mlp_dim, dtype=dt, param_dtype=pd,
+                   stacked_gate_up=cfg.cpu_tuned_matmuls, rngs=rngs)
 
   def __call__(self, x, segment_ids, positions, cache=None):
     if cache is None:
@@ -161,10 +170,15 @@ class Transformer(nnx.Module):
     else:
       for i in range(self.cfg.num_layers):
         x = apply_block(x, _layer(self.blocks, i))
-    return self.final_norm(x)
+    # Whole rows again for the LM head, whose vocabulary is what the tensor axis splits there.
+    return constrain(self.final_norm(x), ("batch", "length", "act_embed"))
 
   def logits(self, hidden: jax.Array) -> jax.Array:
-    out = lm_head(hidden, self.lm_head[...].astype(hidden.dtype))
+    kernel = self.lm_head[...].astype(hidden.dtype)
+    if self.cfg.cpu_tuned_matmuls:
+      out = lm_head_cpu(hidden, kernel)
+    else:
+      out = jnp.einsum("bte,ev->btv", hidden, kernel)
     if self.cfg.used_vocab_size < self.cfg.vocab_size:
       out = mask_padded_logits(out, self.cfg.used_vocab_size)
     return constrain(out, ("batch", "length", "act_vocab"))
@@ -193,13 +207,14 @@ class Transformer(nnx.Module):
 
 
 @jax.custom_vjp
-def lm_head(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
-  """hidden [batch, length, embed] @ kernel [embed, vocab]; the backward is autodiff's, reordered."""
+def lm_head_cpu(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
+  """hidden [batch, length, embed] @ kernel [embed, vocab]; the backward is autodiff's, reordered
+  for XLA CPU (config.model.cpu_tuned_matmuls)."""
   return jnp.einsum("bte,ev->btv", hidden, kernel)
 
 
 def _lm_head_fwd(hidden, kernel):
-  return lm_head(hidden, kernel), (hidden, kernel)
+  return lm_head_cpu(hidden, kernel), (hidden, kernel)
 
 
 def _lm_head_bwd(residuals, d_logits):
@@ -213,7 +228,7 @@ def _lm_head_bwd(residuals, d_logits):
   return d_hidden, d_kernel.astype(kernel.dtype)
 
 
-lm_head.defvjp(_lm_head_fwd, _lm_head_bwd)
+lm_head_cpu.defvjp(_lm_head_fwd, _lm_head_bwd)
 
 
 def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:

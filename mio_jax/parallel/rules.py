@@ -18,10 +18,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
-# Activations: batch over data+fsdp; heads and MLP hidden over tensor (Megatron-style).
+# Activations: batch over data+fsdp; heads and MLP hidden over tensor (Megatron-style). The residual
+# stream between blocks (what the scan saves per layer for the backward) is split on its length over
+# tensor too (Megatron sequence parallelism): each block all-gathers it before its first matmul and
+# reduce-scatters its output, the two halves of the all-reduce it would otherwise do, and the saved
+# residuals take 1/tensor of the memory.
 _ACTIVATION_RULES: Rules = (
     ("batch", ("data", "fsdp")),
     ("length", None),
+    ("residual_length", "tensor"),
     ("act_embed", None),
     ("act_heads", "tensor"),
     ("act_kv_heads", "tensor"),
@@ -105,10 +110,12 @@ def activation_sharding(mesh: Mesh, rules: Rules) -> Iterator[None]:
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """x pinned to the active mesh by its dims' logical names; a dim its axes do not divide (one
+  decoded token's length) stays whole."""
   if not _ACTIVE:
     return x
   mesh, rules = _ACTIVE[-1]
-  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules))
+  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules, x.shape))
 
 
 def kv_head_repeats(num_kv_heads: int) -> int:

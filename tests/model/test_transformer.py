@@ -71,10 +71,13 @@ def test_param_count_formula_matches_model():
   assert sum(x.size for x in jax.tree.leaves(params)) == CFG.num_params()
 
 
-def test_mlp_is_swiglu_of_its_kernels():
-  """The stacked gate/up matmul computes down(silu(x @ gate) * (x @ up)) (numpy, float64)."""
+@pytest.mark.parametrize("stacked", [False, True])
+def test_mlp_is_swiglu_of_its_kernels(stacked):
+  """Both the plain and the stacked (CPU) gate/up matmuls compute down(silu(x @ gate) * (x @ up))
+  (numpy, float64)."""
   from mio_jax.model.layers import MLP
-  mlp = MLP(16, 24, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  mlp = MLP(16, 24, dtype=jnp.float32, param_dtype=jnp.float32, stacked_gate_up=stacked,
+            rngs=nnx.Rngs(0))
   x = np.random.default_rng(0).normal(size=(2, 5, 16))
   g, u, d = (np.asarray(p[...], np.float64) for p in (mlp.gate, mlp.up, mlp.down))
   a = x @ g
@@ -85,8 +88,8 @@ def test_mlp_is_swiglu_of_its_kernels():
 
 
 def test_lm_head_gradients_match_autodiff():
-  """lm_head's hand-ordered backward equals autodiff of the plain matmul."""
-  from mio_jax.model.transformer import lm_head
+  """lm_head_cpu's hand-ordered backward equals autodiff of the plain matmul."""
+  from mio_jax.model.transformer import lm_head_cpu as lm_head
   rng = np.random.default_rng(0)
   hidden = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(16, 40)), jnp.float32)
@@ -97,3 +100,24 @@ def test_lm_head_gradients_match_autodiff():
     np.testing.assert_allclose(np.asarray(ours(hidden, kernel)), np.asarray(plain(hidden, kernel)), rtol=1e-6)
     for got, want in zip(jax.grad(ours, (0, 1))(hidden, kernel), jax.grad(plain, (0, 1))(hidden, kernel)):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_tuned_matmuls_change_no_number():
+  """The XLA-CPU graph rewrites (stacked gate/up, reordered LM-head backward) give the plain path's
+  logits and gradients for the same parameters."""
+  ids = jnp.asarray(np.random.default_rng(1).integers(0, CFG.vocab_size, (2, 12)), jnp.int32)
+  seg, pos = jnp.ones_like(ids), jnp.broadcast_to(jnp.arange(12), ids.shape)
+
+  def loss_and_grads(cfg):
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    def loss(p):
+      return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, p)(ids, seg, pos))[..., 0])
+    return jax.value_and_grad(loss)(params)
+
+  with jax.default_matmul_precision("highest"):
+    plain = loss_and_grads(CFG)
+    tuned = loss_and_grads(dataclasses.replace(CFG, cpu_tuned_matmuls=True))
+  np.testing.assert_allclose(float(tuned[0]), float(plain[0]), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(tuned[1]), jax.tree.leaves(plain[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
