@@ -25,8 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, uninstalled
 
-from mio_jax import kernels  # noqa: E402
-from mio_jax.kernels.block_sizes import default_block_sizes, use_block_sizes  # noqa: E402
+from mio_jax.kernels.block_sizes import default_block_sizes  # noqa: E402
 from mio_jax.kernels.cudnn import cudnn_attention_unmasked  # noqa: E402
 from mio_jax.model.attention import attention  # noqa: E402
 
@@ -55,8 +54,7 @@ def time_fn(fn, *args, iters):
 
 
 def _impl(q, k, v, seg, impl, blocks=None):
-  with use_block_sizes(blocks):  # active while jit traces this
-    return attention(q, k, v, seg, causal=True, impl=impl)
+  return attention(q, k, v, seg, causal=True, impl=impl, blocks=blocks)
 
 
 def attention_impls(backend, head_dim):
@@ -188,7 +186,6 @@ def main():
   print(f"jax {jax.__version__}, backend {backend}, device {jax.devices()[0].device_kind}")
   if backend == "cpu":
     print("CPU: 'pallas' runs in interpret mode; timings say nothing about kernel speed")
-  kernels.configure_block_sizes(None)  # tuned defaults for this backend
   bench_attention(args, backend)
   if not args.skip_train_step:
     bench_train_step(args, backend)

@@ -7,9 +7,8 @@ blocks need not divide the sequence length.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,32 +66,3 @@ def block_sizes_from_config(config: Any, backend: str) -> BlockSizes:
   if unknown:
     raise ValueError(f"config.model.attention_blocks: unknown keys {unknown}; known: {sorted(names)}")
   return dataclasses.replace(base, **dict(overrides))
-
-
-# Set once from the run's config before the train step is traced (jit caches the traced blocks).
-_configured: BlockSizes | None = None
-
-
-def configure_block_sizes(config_or_blocks: Any) -> None:
-  """Use these blocks for every later trace: a BlockSizes, a config, or None for the defaults."""
-  global _configured
-  if config_or_blocks is None or isinstance(config_or_blocks, BlockSizes):
-    _configured = config_or_blocks
-  else:
-    from mio_jax.kernels.target import target_backend
-    _configured = block_sizes_from_config(config_or_blocks, target_backend())
-
-
-@contextlib.contextmanager
-def use_block_sizes(blocks: BlockSizes | None) -> Iterator[None]:
-  """Within this context (while tracing), kernels use `blocks`."""
-  global _configured
-  previous, _configured = _configured, blocks
-  try:
-    yield
-  finally:
-    _configured = previous
-
-
-def current_block_sizes(backend: str, head_dim: int = 128) -> BlockSizes:
-  return _configured if _configured is not None else default_block_sizes(backend, head_dim)

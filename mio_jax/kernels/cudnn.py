@@ -12,8 +12,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mio_jax.kernels.target import target_backend
-
 
 class CudnnMaskError(ValueError):
   pass
@@ -28,14 +26,14 @@ def _one_shared_segment(q_seg, kv_seg) -> bool:
   return bool((kv_seg == first).all() and (q_seg == first).all())
 
 
-def cudnn_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal):
+def cudnn_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal, backend, blocks=None):
+  del blocks  # cuDNN picks its own tiles
   if not _one_shared_segment(q_segment_ids, kv_segment_ids):
     raise CudnnMaskError(
         "attention impl='cudnn' cannot apply segment ids (packed samples or padding): cuDNN's "
         "fused path takes only a causal flag. Use impl='pallas' or impl='xla' for packed batches.")
-  if target_backend() != "gpu":
-    raise CudnnMaskError(f"attention impl='cudnn' needs an NVIDIA GPU; backend is "
-                         f"{target_backend()!r}")
+  if backend != "gpu":
+    raise CudnnMaskError(f"attention impl='cudnn' needs an NVIDIA GPU; backend is {backend!r}")
   return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
 
 

@@ -12,14 +12,17 @@ Every implementation honours segment ids; one that cannot raises instead of drop
 The fused kernels (KERNELS) are imported by name when first used; none falls back silently: a named
 kernel that cannot be imported or cannot run on the backend is a one-line error (`check_impl`, run
 by config validation before compiling), and "auto" logs what it picked and what it skipped.
+A model resolves its AttentionKernel (implementation, target backend, tiles) once, when built, and
+passes it to every call: nothing here is read from module state while tracing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +32,24 @@ SegmentIds = jax.Array | tuple[jax.Array, jax.Array]
 
 class AttentionImpl(Protocol):
   def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, q_segment_ids: jax.Array,
-               kv_segment_ids: jax.Array, *, causal: bool) -> jax.Array:
+               kv_segment_ids: jax.Array, *, causal: bool, backend: str, blocks: Any) -> jax.Array:
     ...
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionKernel:
+  """The attention a model runs: a concrete implementation (never "auto"), the backend it lowers for
+  (an ahead-of-time compile for a TPU traces on a CPU host), and the fused kernels' tiles
+  (a mio_jax.kernels.BlockSizes; None: the backend's defaults)."""
+  impl: str = "xla"
+  backend: str = "cpu"
+  blocks: Any = None
+
+
+def attention_kernel(impl: str, backend: str | None = None, blocks: Any = None) -> AttentionKernel:
+  """`impl` (a config.model.attention_impl, "auto" allowed) resolved for `backend` (default: jax's)."""
+  backend = backend or jax.default_backend()
+  return AttentionKernel(resolve_impl(impl, backend), backend, blocks)
 
 
 log = logging.getLogger("mio_jax.model")
@@ -68,11 +87,11 @@ def _impl_fn(name: str) -> AttentionImpl:
 
 
 def resolve_impl(impl: str, backend: str | None = None) -> str:
-  """The concrete implementation name `impl` means on `backend` (default: the compile target)."""
+  """The concrete implementation name `impl` means on `backend` (default: jax's)."""
   if impl != "auto":
     _impl_fn(impl)
     return impl
-  backend = backend or _target_backend()
+  backend = backend or jax.default_backend()
   skipped = []
   for name in _AUTO_ORDER.get(backend, ("xla",)):
     try:
@@ -110,8 +129,11 @@ def check_impl(impl: str, backend: str) -> str:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds, *,
-              causal: bool = True, impl: str = "xla", q_offset: int | jax.Array | None = None) -> jax.Array:
-  """`q_offset` (decoding with a KV cache: queries start at that key slot) needs impl="xla"."""
+              causal: bool = True, impl: str = "xla", backend: str | None = None, blocks: Any = None,
+              q_offset: int | jax.Array | None = None) -> jax.Array:
+  """`backend` (default: jax's) is what a fused kernel lowers for, `blocks` its tiles (None: that
+  backend's defaults). `q_offset` (decoding with a KV cache: queries start at that key slot) needs
+  impl="xla"."""
   if isinstance(segment_ids, tuple):
     q_seg, kv_seg = segment_ids
   else:
@@ -120,9 +142,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: SegmentIds,
     q_seg = kv_seg = segment_ids
   if q.shape[2] % k.shape[2]:
     raise ValueError(f"num_heads={q.shape[2]} is not a multiple of num_kv_heads={k.shape[2]}")
-  fn = _impl_fn(resolve_impl(impl))
+  backend = backend or jax.default_backend()
+  fn = _impl_fn(resolve_impl(impl, backend))
   if q_offset is None:
-    return fn(q, k, v, q_seg, kv_seg, causal=causal)
+    return fn(q, k, v, q_seg, kv_seg, causal=causal, backend=backend, blocks=blocks)
   if fn is not xla_attention:
     raise ValueError(f"q_offset (KV-cache decoding) is supported by impl='xla' only, not {impl!r}")
   return xla_attention(q, k, v, q_seg, kv_seg, causal=causal, q_offset=q_offset)
@@ -143,13 +166,14 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *, causa
 
 
 def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool,
-                  q_offset: int | jax.Array = 0) -> jax.Array:
+                  q_offset: int | jax.Array = 0, backend: str | None = None, blocks: Any = None) -> jax.Array:
   """Dense reference: scores in float32, softmax, weighted sum. GQA without repeating K/V."""
   mask = attention_mask(q_segment_ids, kv_segment_ids, causal=causal, q_offset=q_offset)
   return _masked_attention(q, k, v, mask)
 
 
-def xla_blocked_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool) -> jax.Array:
+def xla_blocked_attention(q, k, v, q_segment_ids, kv_segment_ids, *, causal: bool,
+                          backend: str | None = None, blocks: Any = None) -> jax.Array:
   """The dense reference per block of queries, over only the keys up to the block's end.
 
   Causal self-attention masks every key after the block's last query, so those scores need not be
@@ -189,8 +213,3 @@ def _masked_attention(q, k, v, mask):
 
 _REFERENCE: dict[str, AttentionImpl] = {"xla": xla_attention, "xla_blocked": xla_blocked_attention}
 
-
-def _target_backend() -> str:
-  """The backend being compiled for: jax's own, or a TPU target when compiling ahead of time."""
-  from mio_jax.kernels.target import target_backend  # the kernels package imports nothing of ours
-  return target_backend()

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 from flax import nnx
 
-from mio_jax.model.attention import attention
+from mio_jax.model.attention import AttentionKernel, attention, attention_kernel
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
 from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain, kv_head_repeats
@@ -81,8 +81,9 @@ class ModelConfig:
 
 
 class Attention(nnx.Module):
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, kernel: AttentionKernel, *, rngs: nnx.Rngs):
     self.cfg = cfg
+    self.kernel = kernel
     e, h, k, d = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     pd = jnp.dtype(cfg.param_dtype)
     self.wq = param(rngs, fan_in_init(e), (e, h, d), ("embed", "heads", "head_dim"), pd)
@@ -106,7 +107,9 @@ class Attention(nnx.Module):
     v = constrain(v, ("batch", "length", "act_kv_heads", None))
     q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
     if cache is None:
-      out = attention(q, k, v, segment_ids, causal=True, impl=cfg.attention_impl)
+      kernel = self.kernel
+      out = attention(q, k, v, segment_ids, causal=True, impl=kernel.impl, backend=kernel.backend,
+                      blocks=kernel.blocks)
     else:
       k_cache, v_cache, cache_segment_ids, index = cache
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
@@ -120,10 +123,10 @@ class Attention(nnx.Module):
 
 
 class DecoderBlock(nnx.Module):
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, kernel: AttentionKernel, *, rngs: nnx.Rngs):
     pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     self.attn_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
-    self.attn = Attention(cfg, rngs=rngs)
+    self.attn = Attention(cfg, kernel, rngs=rngs)
     self.mlp_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.mlp = MLP(cfg.embed_dim, cfg.mlp_dim, dtype=dt, param_dtype=pd,
                    stacked_gate_up=cfg.cpu_tuned_matmuls, rngs=rngs)
@@ -138,17 +141,20 @@ class DecoderBlock(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, kernel: AttentionKernel | None = None):
+    """`kernel`: the attention to trace with (default: cfg.attention_impl on jax's backend, with that
+    backend's tiles); an ahead-of-time compile for another backend passes its own."""
     if cfg.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"config.model.remat_policy={cfg.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
     self.cfg = cfg
+    kernel = kernel or attention_kernel(cfg.attention_impl)
     pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pd, rngs=rngs)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=0, out_axes=0)
     def make_blocks(rngs):
-      return DecoderBlock(cfg, rngs=rngs)
+      return DecoderBlock(cfg, kernel, rngs=rngs)
 
     self.blocks = make_blocks(rngs)
     self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)

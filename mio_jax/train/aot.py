@@ -13,14 +13,11 @@ import time
 import jax
 from jax.sharding import NamedSharding
 
-from mio_jax.kernels import compile_target
-from mio_jax.kernels.block_sizes import block_sizes_from_config, use_block_sizes
-from mio_jax.model.attention import resolve_impl
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.parallel.tpu_topologies import compile_only_topology, parse_slice
-from mio_jax.train.compile import lower_step, memory_stats, train_step_fn
+from mio_jax.train.compile import attention_kernel_for, lower_step, memory_stats, train_step_fn
 from mio_jax.train.metrics import train_flops_per_token
 from mio_jax.train.state import abstract_train_state, make_optimizer
 from mio_jax.train.validate import validate
@@ -52,11 +49,12 @@ def compile_for_topology(config, topology: str, num_slices: int = 1) -> dict:
   cache_was_on = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
   # Outside the mesh context: optax computes eagerly, and compile-only devices cannot run anything.
-  _, state, shardings, graphdef = abstract_train_state(model_cfg, tx, config.train.seed, mesh, rules)
+  # The model traces with the TPU's kernel and tiles though this host is a CPU.
+  kernel = attention_kernel_for(config, "tpu")
+  _, state, shardings, graphdef = abstract_train_state(model_cfg, tx, config.train.seed, mesh, rules,
+                                                       kernel)
   try:
-    with compile_target("tpu"), use_block_sizes(block_sizes_from_config(config, "tpu")), \
-        jax.set_mesh(mesh), activation_sharding(mesh, rules):
-      attention_impl = resolve_impl(model_cfg.attention_impl, "tpu")
+    with jax.set_mesh(mesh), activation_sharding(mesh, rules):
       step_fn = train_step_fn(config, graphdef, tx, schedule)
       start = time.perf_counter()
       lowered = lower_step(step_fn, state, shardings, batch_sharding, config)
@@ -82,7 +80,7 @@ def compile_for_topology(config, topology: str, num_slices: int = 1) -> dict:
       "topology": topology, "jax_topology": tpu_slice.jax_name, "num_slices": num_slices,
       "chips": chips, "mesh": {k: int(v) for k, v in axes.items()},
       "global_batch": config.data.global_batch, "seq_len": config.data.seq_len,
-      "attention_impl": attention_impl, "remat_policy": model_cfg.remat_policy,
+      "attention_impl": kernel.impl, "remat_policy": model_cfg.remat_policy,
       "loss_chunk": model_cfg.loss_chunk, "vocab_size": model_cfg.vocab_size,
       "params": model_cfg.num_params(), "compile_seconds": round(seconds, 1),
       **{f"{k}_per_chip": v for k, v in mem.items()},

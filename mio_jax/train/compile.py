@@ -12,12 +12,20 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from mio_jax.kernels.block_sizes import block_sizes_from_config
+from mio_jax.model.attention import AttentionKernel, attention_kernel
 from mio_jax.train.state import TrainState
 from mio_jax.train.step import BATCH_KEYS, make_train_step
 from mio_jax.train.validate import modality_ranges
 from mio_jax.vocab import Vocabulary
 
 log = logging.getLogger("mio_jax.train")
+
+
+def attention_kernel_for(config, backend: str) -> AttentionKernel:
+  """The attention the step traces with on `backend`: config.model.attention_impl resolved there
+  (logging what "auto" picked), with config.model.attention_blocks over the backend's tiles."""
+  return attention_kernel(config.model.attention_impl, backend, block_sizes_from_config(config, backend))
 
 
 def train_step_fn(config, graphdef: nnx.GraphDef, tx, schedule) -> Callable:

@@ -17,7 +17,6 @@ from jax.sharding import NamedSharding
 from mio_jax import storage
 from mio_jax.data.config import shards_if_mixed
 from mio_jax.export.run_config import resolve_init_from, save_run_config
-from mio_jax.kernels import configure_block_sizes
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.batch_split import batch_shard
@@ -25,7 +24,7 @@ from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.divergence import NonFiniteGuard
-from mio_jax.train.compile import compile_step, train_step_fn
+from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
 from mio_jax.train.preemption import PreemptionWatcher
 from mio_jax.train.state import create_train_state, make_optimizer
 from mio_jax.train.synthetic_batches import SyntheticBatches
@@ -64,7 +63,6 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   check_same_config_everywhere(config)
   validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
-  configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
   if jax.process_index() == 0:
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model
@@ -77,7 +75,8 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
 
   tc = config.train
   with jax.set_mesh(mesh), activation_sharding(mesh, rules):
-    state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules)
+    kernel = attention_kernel_for(config, jax.default_backend())
+    state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules, kernel)
     batches = make_batches(config, batch_sharding)
     manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
                                 async_save=tc.async_checkpointing)

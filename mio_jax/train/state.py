@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mio_jax.model.attention import AttentionKernel
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.parallel.rules import Rules, named_sharding
 
@@ -54,9 +55,11 @@ def _norm_free_mask(params: dict) -> dict:
   return {k: _norm_free_mask(v) if isinstance(v, dict) else k != "scale" for k, v in params.items()}
 
 
-def model_graphdef_and_axes(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, dict, dict]:
-  """The model's static graph, abstract params, and each param's logical axis names (no FLOPs)."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
+def model_graphdef_and_axes(model_cfg: ModelConfig, kernel: AttentionKernel | None = None
+                            ) -> tuple[nnx.GraphDef, dict, dict]:
+  """The model's static graph (tracing with `kernel`, see Transformer), abstract params, and each
+  param's logical axis names (no FLOPs)."""
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0), kernel=kernel))
   graphdef, state = nnx.split(abstract)
   shapes = nnx.to_pure_dict(state)
   axes = {}
@@ -93,10 +96,10 @@ def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.Gradie
 
 
 def abstract_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                         mesh: Mesh, rules: Rules) -> tuple[Callable[[], TrainState], TrainState,
-                                                            TrainState, nnx.GraphDef]:
+                         mesh: Mesh, rules: Rules, kernel: AttentionKernel | None = None
+                         ) -> tuple[Callable[[], TrainState], TrainState, TrainState, nnx.GraphDef]:
   """(init function, its abstract sharded output, the shardings, the model graphdef); no FLOPs."""
-  graphdef, _, axes = model_graphdef_and_axes(model_cfg)
+  graphdef, _, axes = model_graphdef_and_axes(model_cfg, kernel)
 
   def init() -> TrainState:
     params = init_params(model_cfg, seed)
@@ -110,11 +113,12 @@ def abstract_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformatio
 
 
 def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                       mesh: Mesh, rules: Rules) -> tuple[TrainState, TrainState, nnx.GraphDef]:
+                       mesh: Mesh, rules: Rules, kernel: AttentionKernel | None = None
+                       ) -> tuple[TrainState, TrainState, nnx.GraphDef]:
   """Initialise the state directly in its sharded layout (no host ever holds the whole model).
 
   Returns (state, its shardings, the model graphdef).
   """
-  init, _, shardings, graphdef = abstract_train_state(model_cfg, tx, seed, mesh, rules)
+  init, _, shardings, graphdef = abstract_train_state(model_cfg, tx, seed, mesh, rules, kernel)
   state = jax.jit(init, out_shardings=shardings)()
   return state, shardings, graphdef

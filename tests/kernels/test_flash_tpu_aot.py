@@ -18,7 +18,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="libtpu is not installed")
 
-from mio_jax.kernels import compile_target  # noqa: E402
 from mio_jax.kernels.block_sizes import default_block_sizes  # noqa: E402
 from mio_jax.kernels.flash_tpu import flash_attention_tpu  # noqa: E402
 
@@ -79,7 +78,8 @@ def test_train_step_compiles_for_v5e(v5e_mesh, impl):
                                        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
   tx, schedule = make_optimizer(opt, 100)
   rules = get_rules("fsdp")
-  graphdef, _, axes = model_graphdef_and_axes(model_cfg)
+  from mio_jax.model.attention import AttentionKernel
+  graphdef, _, axes = model_graphdef_and_axes(model_cfg, AttentionKernel(impl, "tpu"))
 
   def init():
     params = init_params(model_cfg, 0)
@@ -93,7 +93,7 @@ def test_train_step_compiles_for_v5e(v5e_mesh, impl):
   batch = {k: jax.ShapeDtypeStruct((8, 512), jnp.int32, sharding=batch_sh) for k in BATCH_KEYS}
   batch["loss_mask"] = jax.ShapeDtypeStruct((8, 512), jnp.float32, sharding=batch_sh)
   step = make_train_step(graphdef, tx, schedule, modality_ranges={"text": (0, 1024)})
-  with compile_target("tpu"), jax.set_mesh(v5e_mesh), activation_sharding(v5e_mesh, rules):
+  with jax.set_mesh(v5e_mesh), activation_sharding(v5e_mesh, rules):
     compiled = jax.jit(step, in_shardings=(shardings, batch_sh),
                        out_shardings=(shardings, None)).lower(state, batch).compile()
   # the attention kernels are in the step

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from kernel_helpers import FAST_COMPILE, make_qkv, packed_segments
-from mio_jax import kernels
-from mio_jax.kernels.block_sizes import (BlockSizes, block_sizes_from_config, current_block_sizes,
-                                         default_block_sizes)
+from mio_jax.kernels.block_sizes import BlockSizes, block_sizes_from_config, default_block_sizes
 from mio_jax.kernels.cudnn import CudnnMaskError
 from mio_jax.kernels.flash_attention import fit_blocks
 from mio_jax.model.attention import attention, available_impls, resolve_impl
@@ -27,14 +25,11 @@ def test_every_kernel_is_offered_and_auto_picks_per_backend():
 def test_pallas_impl_runs_in_interpret_mode_on_cpu():
   q, k, v = make_qkv(0, 1, 40, 40, 4, 2, 64)
   seg = packed_segments([[25, 10]], 40)
-  run = lambda impl: jax.jit(lambda q, k, v: attention(q, k, v, seg, causal=True, impl=impl)).lower(
-      q, k, v).compile(compiler_options=FAST_COMPILE)(q, k, v)
-  kernels.configure_block_sizes(BlockSizes(16, 16, 16, 16))
-  try:
-    with jax.default_matmul_precision("highest"):
-      got, want = run("pallas"), run("xla")
-  finally:
-    kernels.configure_block_sizes(None)
+  run = lambda impl: jax.jit(lambda q, k, v: attention(
+      q, k, v, seg, causal=True, impl=impl, blocks=BlockSizes(16, 16, 16, 16))).lower(
+          q, k, v).compile(compiler_options=FAST_COMPILE)(q, k, v)
+  with jax.default_matmul_precision("highest"):
+    got, want = run("pallas"), run("xla")
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
@@ -58,12 +53,36 @@ def test_block_sizes_from_config_overrides_backend_default():
   assert blocks == dataclasses.replace(default_block_sizes("tpu"), block_q=256)
   assert block_sizes_from_config(ml_collections.ConfigDict({"model": {}}), "gpu") == \
       default_block_sizes("gpu")
-  kernels.configure_block_sizes(config)
+
+
+def test_the_model_passes_its_kernel_tiles_and_target_down():
+  """The blocks and backend a model is built with reach the kernel (no module state): blocks that
+  are not a power of two would be refused there, so a model built with them fails when traced."""
+  from flax import nnx
+  from mio_jax.model.attention import AttentionKernel
+  from mio_jax.model.transformer import ModelConfig, Transformer
+
+  cfg = ModelConfig(vocab_size=32, embed_dim=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                    head_dim=8, mlp_dim=32, dtype="float32", remat_policy="none")
+  ids = jnp.ones((1, 32), jnp.int32)
+  pos = jnp.arange(32)[None]
+  seen = []
+
+  def spy(q, k, v, qs, ks, *, causal, backend, blocks):
+    seen.append((backend, blocks))
+    return q
+
+  from mio_jax.model import attention as attention_lib
+  blocks = BlockSizes(16, 16, 16, 16)
+  orig = attention_lib._REFERENCE["xla"]
+  attention_lib._REFERENCE["xla"] = spy
   try:
-    assert current_block_sizes("cpu").block_q == 256
+    model = Transformer(cfg, rngs=nnx.Rngs(0), kernel=AttentionKernel("xla", "tpu", blocks))
+    model(ids, ids, pos)
   finally:
-    kernels.configure_block_sizes(None)
-  assert current_block_sizes("gpu") == default_block_sizes("gpu")
+    attention_lib._REFERENCE["xla"] = orig
+  assert seen == [("tpu", blocks)]
+  assert Transformer(cfg, rngs=nnx.Rngs(0)).blocks.attn.kernel == AttentionKernel("xla", "cpu", None)
 
 
 def test_bad_block_config_names_the_key():
