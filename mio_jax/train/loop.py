@@ -61,9 +61,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   no checkpoint of the workdir restores.
   """
   mesh_lib.maybe_initialize_distributed()
-  shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   check_same_config_everywhere(config)
-  validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
+  validate(config, jax.devices())  # its keys, then its values; slices/nodes as make_mesh counts them
+  shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   configure_block_sizes(config)  # kernel tiles from config.model.attention_blocks, else per backend
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
   if jax.process_index() == 0:
