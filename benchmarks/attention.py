@@ -116,7 +116,8 @@ def bench_train_step(args, backend):
   from mio_jax.train.synthetic_batches import SyntheticBatches
   from jax.sharding import NamedSharding
 
-  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(ici=dict(fsdp=-1), dcn=dict(data=-1))))
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(ici=dict(fsdp=-1), dcn=dict(data=-1),
+                                                           processes_per_node=0)))
   rules = get_rules("fsdp")
   opt = ml_collections.ConfigDict(dict(peak_lr=1e-4, warmup_fraction=0.1, final_lr_fraction=0.1,
                                        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))

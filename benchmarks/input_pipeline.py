@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from configs.data import stage_weights  # noqa: E402
 from mio_jax.data import packing, pipeline  # noqa: E402
-from mio_jax.data.config import stage_weights  # noqa: E402
 from mio_jax.vocab import Vocabulary  # noqa: E402
 import synthetic_shards as synthetic  # noqa: E402
 

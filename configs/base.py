@@ -1,5 +1,8 @@
 """Shared training config. Each stage file calls `stage_config(stage, size)`.
 
+The tree's keys are declared, and checked before training, in mio_jax/config/training.py: a key
+added here must be declared there (an unknown or missing key is a one-line config error).
+
 Sizes (the `:arg` after the config path):
   ""      the full MIO stage on MIO-7B (a pod or multi-node job)
   "1b"    the same recipe on the 1B-class preset (single GPU)
@@ -12,7 +15,7 @@ Values marked "unverified" are not given by the MIO paper; they are defaults to 
 import ml_collections
 
 from configs import models
-from mio_jax.data.config import data_config
+from configs.data import data_config
 
 # MIO appendix C: steps per stage (stages 1-2 on 128 GPUs, stages 3-4 on 8).
 STAGES = {
@@ -48,11 +51,10 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
   elif size == "40m":
     c.vocab.update(text_size=8186, image_codes=4096)  # 8186 + 6 + 4096 + 4 * 1024 = 16384
 
-  # Sources, MIO's mixture weights, templates, packing and workers (mio_jax/data/config.py).
+  # Sources, MIO's mixture weights, templates, packing and workers (configs/data.py).
   c.data = data_config(stage, size)
-  # "shards": the grain pipeline over token shards in data.data_dir; "synthetic": seeded learnable
-  # sequences through the same batch contract (for the smoke run before any corpus is tokenized).
-  c.data.source = "synthetic" if size in ("smoke", "40m") else "shards"
+  if size in ("smoke", "40m"):  # seeded learnable sequences: runs before any corpus is tokenized
+    c.data.source = "synthetic"
 
   c.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=3e-5,

@@ -25,6 +25,7 @@ from absl import app  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mio_jax import storage  # noqa: E402
+from mio_jax.config.tokenize_job import ConfigError, check_tokenize_config_keys  # noqa: E402
 from mio_jax.tokenize import job  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/tokenize.py:PRESET", lock_config=True)
@@ -33,6 +34,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/tokenize.py:P
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:
+    check_tokenize_config_keys(_CONFIG.value)
+  except ConfigError as e:
+    sys.exit(f"config error: {e}")
   if _CONFIG.value.distributed_init:  # multi-host: every host then owns shards i % process_count
     import jax
     jax.distributed.initialize()

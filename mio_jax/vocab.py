@@ -23,23 +23,20 @@ import sys
 import numpy as np
 import sentencepiece as spm
 
+from mio_jax.config.keys import check_known
+
 SPECIAL_TOKENS = ("[SPCH]", "</spch>", "[IMG]", "<spch>", "</image>", "<image>")
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CODE_ORDERS = ("image_first", "speech_first")
+VOCAB_KEYS = ("text_size", "text_model", "image_codes", "speech_codebook", "speech_layers", "code_order")
 _CODE_PIECE = re.compile(r"^<(img|spch(\d+)):(\d+)>$")
 
 
-def _get(cfg, key, default=None):
-  return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
 def vocab_size_from_config(cfg) -> int:
-  """Vocabulary size from config.vocab; loads the .model file only when text_size is not given."""
-  text_size = _get(cfg, "text_size")
-  if not text_size:
-    text_size = _load_processor(_get(cfg, "text_model"), "config.vocab.text_model").get_piece_size()
-  return (int(text_size) + len(SPECIAL_TOKENS) + int(_get(cfg, "image_codes", 8192))
-          + int(_get(cfg, "speech_layers", 4)) * int(_get(cfg, "speech_codebook", 1024)))
+  """Vocabulary size from config.vocab; loads the .model file only when text_size is 0."""
+  text_size = cfg["text_size"] or _load_processor(cfg["text_model"], "config.vocab.text_model").get_piece_size()
+  return (int(text_size) + len(SPECIAL_TOKENS) + int(cfg["image_codes"])
+          + int(cfg["speech_layers"]) * int(cfg["speech_codebook"]))
 
 
 def _load_processor(path, key: str) -> spm.SentencePieceProcessor:
@@ -93,11 +90,11 @@ class Vocabulary:
 
   @classmethod
   def from_config(cls, cfg) -> "Vocabulary":
-    return cls(text_size=_get(cfg, "text_size"), text_model=_get(cfg, "text_model"),
-               image_codes=int(_get(cfg, "image_codes", 8192)),
-               speech_codebook=int(_get(cfg, "speech_codebook", 1024)),
-               speech_layers=int(_get(cfg, "speech_layers", 4)),
-               code_order=_get(cfg, "code_order", "image_first"))
+    """config.vocab, or a saved or imported layout: an unknown key is a one-line ConfigError; absent
+    keys take the defaults above (MIO-7B's code layout); a training config names them all."""
+    values = dict(cfg)
+    check_known(values, VOCAB_KEYS, "config.vocab")
+    return cls(**values)
 
   def _resolve_text_specials(self) -> None:
     """BOS/EOS/<|im_start|>/<|im_end|> from the text model (Yi ids 1, 2, 6, 7 without one)."""

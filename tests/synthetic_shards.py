@@ -104,15 +104,12 @@ def write_samples(path: str, samples, *, kinds_index: bool = False) -> str:
 
 def pipeline_config(data_dir: str, text_model: str, weights: dict[str, float], *, stage: int = 1,
                     size: str = "smoke", **data_overrides):
-  """A full config (vocab + data) reading `{data_dir}/{source}/*.array_record` with `weights`."""
+  """The stage's preset reading `{data_dir}/{source}/*.array_record` with `weights`."""
   import ml_collections
-  from mio_jax.data.config import data_config
-  cfg = ml_collections.ConfigDict()
-  cfg.vocab = ml_collections.ConfigDict(dict(
-      text_model=text_model, text_size=0, image_codes=8192, speech_codebook=1024, speech_layers=4,
-      code_order="image_first"))
-  cfg.data = data_config(stage, size)
-  cfg.data.data_dir = data_dir
+  from configs.base import stage_config
+  cfg = stage_config(stage, size)
+  cfg.vocab.update(text_model=text_model, text_size=0, image_codes=8192)
+  cfg.data.update(source="shards", data_dir=data_dir)
   cfg.data.sources = ml_collections.ConfigDict(
       {name: {"shards": f"{name}/*.array_record", "weight": float(w), "kinds": ""}
        for name, w in weights.items()})

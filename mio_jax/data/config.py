@@ -1,94 +1,25 @@
-"""Data config per training stage: sources and mixture weights, templates, packing, workers.
+"""What config.data's sources read: each source's shards and kinds, and the mixed-shards switch.
 
-`data_config(stage, size)` returns config.data. Source weights follow MIO's per-device batch ratios
-image-text : text : (interleaved + video) : speech (stage 1 12:2:0:2, stage 2 2:2:6:6, stage 3
-2:1:1:12; the interleaved+video share is split evenly between the two sources). Weights are sample
-proportions. Stage 4 is SFT on conversations with the loss on assistant turns only.
-Shard globs are relative to `data_dir` (absolute globs are used as they are); `mixed_shards` points
-every source at one tokenization job's shards, each source keeping its own kind.
+The data presets (MIO's mixture per stage) are in configs/data.py; config.data's keys are declared
+in mio_jax/config/training.py (DataSection).
 """
 
 from __future__ import annotations
 
 import logging
 
-import ml_collections
-
 from mio_jax.data.shards import KINDS
-from mio_jax.data.templates import DEFAULT_SYSTEM_PROMPT
-
-MIO_RATIOS = {  # image_text, text, interleaved+video, speech_text
-    1: (12, 2, 0, 2),
-    2: (2, 2, 6, 6),
-    3: (2, 1, 1, 12),
-}
-SIZES = ("smoke", "small", "full")
-# The size names of configs/base.py map onto these.
-SIZE_ALIASES = {"": "full", "1b": "small", "40m": "small"}
-
-
-def stage_weights(stage: int) -> dict[str, float]:
-  if stage == 4:
-    return {"conversation": 1.0}
-  if stage not in MIO_RATIOS:
-    raise ValueError(f"stage={stage} is not one of 1, 2, 3, 4")
-  image_text, text, inter_video, speech = MIO_RATIOS[stage]
-  return {"image_text": image_text, "text": text, "interleaved": inter_video / 2,
-          "video_text": inter_video / 2, "speech_text": speech}
-
-
-def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
-  size = SIZE_ALIASES.get(size, size)
-  if size not in SIZES:
-    raise ValueError(f"size={size!r} is not one of {SIZES + tuple(SIZE_ALIASES)}")
-  c = ml_collections.ConfigDict()
-  c.stage = stage
-  c.data_dir = "data/shards"
-  # One source per shard folder written by the tokenization jobs; weight 0 leaves a source out.
-  # `kinds` (comma-separated, "" = all) keeps only those sample kinds: for shards of a job that
-  # tokenized several manifests together (read from each shard's kinds index at start).
-  c.sources = ml_collections.ConfigDict(
-      {name: {"shards": f"{name}/*.array_record", "weight": float(w), "kinds": ""}
-       for name, w in stage_weights(stage).items()})
-  # A glob of one tokenization job's mixed-kind shards (e.g. OUT/shards/*.array_record): when set,
-  # every source reads it, keeping its own kind, and data.source becomes "shards".
-  c.mixed_shards = ""
-  c.seq_len = {"smoke": 512, "small": 1024, "full": 2800}[size]
-  # full: MIO's global batch is not published (unverified); 512 x 2800 tokens per step by default.
-  c.global_batch = {"smoke": 8, "small": 32, "full": 512}[size]
-  c.loss_mask = "assistant" if stage == 4 else "all"
-  c.template_stage = stage
-  c.image_generation_prob = 0.5
-  c.video_generation_prob = 0.6
-  c.speech_generation_prob = 0.5
-  c.system_prompt = DEFAULT_SYSTEM_PROMPT
-  c.add_bos = True
-  c.add_eos = True
-  c.overlong = "drop"  # "drop" | "truncate" samples longer than seq_len; both are counted
-  c.max_segments_per_row = {"smoke": 16, "small": 32, "full": 64}[size]
-  c.packing_bins = {"smoke": 8, "small": 16, "full": 64}[size]  # first-fit bins per packing round
-  c.seed = 0
-  # Row streams (mio_jax/data/train_iterator.py): S > 0 makes the batches independent of the number
-  # of processes (and a resume under another count possible) when S is a multiple of it; 0: one
-  # stream per distinct block of rows, tied to the process layout.
-  c.streams = 0
-  c.worker_count = {"smoke": 0, "small": 2, "full": 8}[size]  # grain processes; 0 = in-process
-  c.worker_buffer_size = 2
-  c.read_threads = {"smoke": 1, "small": 2, "full": 8}[size]
-  c.on_corrupt = "error"  # "error" | "skip" (skipped records are counted)
-  return c
 
 
 def source_shards(data_cfg, name: str) -> tuple[str, tuple[str, ...]]:
   """(glob, kinds kept) of source `name`: with data.mixed_shards set, that glob and the kind `name`
   (every source reads its own kind from one job's shards), else the source's shards and kinds."""
-  mixed = data_cfg.get("mixed_shards", "")
-  if mixed:
+  if data_cfg.mixed_shards:
     if name not in KINDS:
       raise ValueError(f"config.data.mixed_shards is set but source {name!r} is not a sample kind "
                        f"({', '.join(KINDS)}); give it shards and kinds instead")
-    return mixed, (name,)
-  kinds = tuple(k for k in data_cfg.sources[name].get("kinds", "").split(",") if k)
+    return data_cfg.mixed_shards, (name,)
+  kinds = tuple(k for k in data_cfg.sources[name].kinds.split(",") if k)
   unknown = set(kinds) - set(KINDS)
   if unknown:
     raise ValueError(f"config.data.sources.{name}.kinds: unknown kinds {sorted(unknown)}")
@@ -97,8 +28,8 @@ def source_shards(data_cfg, name: str) -> tuple[str, tuple[str, ...]]:
 
 def shards_if_mixed(config) -> None:
   """data.mixed_shards set means training on shards: switches data.source from the smoke
-  presets' "synthetic" to "shards" (the train loop calls it first)."""
-  if config.data.get("mixed_shards") and config.data.get("source", "shards") != "shards":
+  presets' "synthetic" to "shards" (the train loop calls it once the config is validated)."""
+  if config.data.mixed_shards and config.data.source != "shards":
     logging.getLogger("mio_jax.data").info(
         "config.data.mixed_shards=%r: data.source %r -> 'shards'", config.data.mixed_shards,
         config.data.source)

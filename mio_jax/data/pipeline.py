@@ -136,7 +136,7 @@ def resolve_shards(data_cfg, name: str) -> list[str]:
   # local or gs:// (ArrayRecord reads gs:// itself)
   paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
   if not paths:
-    key = "mixed_shards" if data_cfg.get("mixed_shards") else f"sources.{name}.shards"
+    key = "mixed_shards" if data_cfg.mixed_shards else f"sources.{name}.shards"
     raise FileNotFoundError(f"config.data.{key}={source_shards(data_cfg, name)[0]!r}: no files "
                             f"match {full}")
   return paths
@@ -236,19 +236,3 @@ def build_dataset(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = Non
                     max_segments_per_row=data_cfg.max_segments_per_row)
   ds = ds.batch(local_rows(data_cfg, shard), drop_remainder=True)
   return ds
-
-
-def resolve_data_config(config):
-  """config.data completed with data_config(stage, "full") values for the keys it lacks.
-
-  A config built by data_config() is returned as it is; a minimal one (seq_len, global_batch,
-  seed, ...) gets MIO's sources and weights for its stage, in-process workers (worker_count 0).
-  """
-  from mio_jax.data.config import data_config
-  data = config.data
-  stage = int(data.get("stage", config.get("stage", 1)))
-  full = data_config(stage, "full")
-  full.worker_count = 0
-  for key, value in data.items():
-    full[key] = value
-  return full

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from mio_jax.data import packing
-from mio_jax.data.pipeline import KEYS, build_dataset, resolve_data_config, source_names
+from mio_jax.config.training import check_data_keys
+from mio_jax.data.pipeline import KEYS, build_dataset, source_names
 from mio_jax.parallel.batch_split import BatchShard, batch_shard
 from mio_jax.vocab import Vocabulary
 
@@ -46,8 +47,9 @@ class TrainIterator:
 
   def __init__(self, config, *, batch_sharding: jax.sharding.NamedSharding,
                shard: BatchShard | None = None):
-    self.data_cfg = resolve_data_config(config)
-    if not config.vocab.get("text_model"):
+    check_data_keys(config)  # validate() checked them in training; a direct caller gets one line too
+    self.data_cfg = config.data
+    if not config.vocab.text_model:
       raise ValueError("config.vocab.text_model is not set: the shard pipeline needs a "
                        "SentencePiece model to tokenize text (e.g. data/vocab/mini.model)")
     self.vocab = Vocabulary.from_config(config.vocab)
@@ -55,7 +57,7 @@ class TrainIterator:
     self._sharding = batch_sharding
     self._shape = (int(self.data_cfg.global_batch), int(self.data_cfg.seq_len))
     shard = shard or batch_shard(batch_sharding, self._shape[0])
-    self.streams = int(self.data_cfg.get("streams", 0))
+    self.streams = int(self.data_cfg.streams)
     self._its = {s.index: iter(build_dataset(self.data_cfg, self.vocab, shard=s))
                  for s in row_streams(self._shape[0], self.streams, shard)}
     width = len(self.source_names) + len(packing.STAT_NAMES)

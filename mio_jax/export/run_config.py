@@ -49,9 +49,9 @@ def resolve_init_from(config) -> str:
   Stage configs name their predecessor (`previous_run`: "stage1" for stage 2, ...), so a chain
   needs only `--config.runs_dir=RUNS` with each stage's workdir at RUNS/stageN (docs/export.md).
   """
-  if config.get("init_from"):
+  if config.init_from:
     return config.init_from
-  runs_dir, previous = config.get("runs_dir", ""), config.get("previous_run", "")
+  runs_dir, previous = config.runs_dir, config.previous_run
   return os.path.join(runs_dir, previous) if runs_dir and previous else ""
 
 

@@ -49,8 +49,7 @@ def model_config_from_shapes(shapes: dict[str, tuple[int, ...]], known: dict, wh
   for k, v in sizes.items():
     if k in known and known[k] != v:
       raise ValueError(f"{where}: model config says {k}={known[k]}, the checkpoint's shapes give {v}")
-  names = {f.name for f in dataclasses.fields(ModelConfig)}
-  return ModelConfig(**{**{k: v for k, v in known.items() if k in names}, **sizes})
+  return ModelConfig.from_config({**known, **sizes})  # an unknown key in `known`: one line
 
 
 def check_params(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, where: str) -> None:

@@ -20,7 +20,7 @@ def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Trans
   run = find_run_config(params_dir)
   if run is None:
     raise ValueError(f"{checkpoint}: no model_config.json in it or its parents (written by launch/train.py)")
-  cfg = ModelConfig(**run["model"])
+  cfg = ModelConfig.from_config(run["model"])
   vocab_cfg = dict(run["vocab"])
   if text_model:
     vocab_cfg["text_model"] = text_model

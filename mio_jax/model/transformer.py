@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 from flax import nnx
 
+from mio_jax.config.keys import ConfigError, check_known
 from mio_jax.model.attention import AttentionKernel, attention, attention_kernel
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
 from mio_jax.model.vocab_padding import mask_padded_logits
@@ -32,6 +33,10 @@ REMAT_POLICIES = {
     "save_qkv": jax.checkpoint_policies.save_only_these_names("qkv"),  # keep q/k/v only
     "full": jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
 }
+
+
+# config.model keys read by the attention kernels, not by the model (mio_jax/kernels/block_sizes.py).
+KERNEL_KEYS = ("attention_blocks",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +73,16 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, cfg) -> "ModelConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+    """config.model, or a run's saved model_config.json: a key that is neither a field nor one of
+    KERNEL_KEYS, or a missing field without a default, is a one-line ConfigError naming it. Fields
+    with defaults may be absent (configs saved before they existed); a training config names them
+    all (mio_jax/config/training.py)."""
+    fields, values = dataclasses.fields(cls), dict(cfg)
+    check_known(values, [f.name for f in fields] + list(KERNEL_KEYS), "config.model")
+    for f in fields:
+      if f.name not in values and f.default is dataclasses.MISSING:
+        raise ConfigError(f"config.model.{f.name} is missing")
+    return cls(**{f.name: values[f.name] for f in fields if f.name in values})
 
   def num_params(self, include_embedding: bool = True) -> int:
     e, h, k, d, m = self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim

@@ -75,4 +75,4 @@ def device_topology(devices: Sequence[Any] | None = None, *, processes_per_node:
 
 def config_topology(mesh_config, devices: Sequence[Any] | None = None) -> Topology:
   """The topology for a mesh config: `device_topology` with its processes_per_node override."""
-  return device_topology(devices, processes_per_node=int(mesh_config.get("processes_per_node", 0)))
+  return device_topology(devices, processes_per_node=int(mesh_config.processes_per_node))

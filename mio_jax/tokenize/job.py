@@ -31,6 +31,7 @@ import time
 from tqdm import tqdm
 
 from mio_jax import storage
+from mio_jax.config.tokenize_job import check_tokenize_config_keys
 from mio_jax.tokenize import build, encoders, manifests, media, plan as plan_lib, quarantine
 
 # The commit steps run() reports to its on_event callback, as on_event(step, n) for the n-th shard
@@ -40,11 +41,7 @@ COMMIT_STEPS = ("quarantine_committed", "shard_half_written", "shard_tmp_written
 
 
 def media_config(config, image_encoder) -> media.MediaConfig:
-  fields = {f.name for f in dataclasses.fields(media.MediaConfig)}
-  values = {k: v for k, v in config.media.items() if k in fields}
-  unknown = sorted(set(config.media.keys()) - fields)
-  if unknown:
-    raise ValueError(f"unknown config key media.{unknown[0]}")
+  values = dict(config.media)  # its keys checked by check_tokenize_config_keys
   if image_encoder is not None:
     values["image_size"] = image_encoder.image_size
   return media.MediaConfig(**values)
@@ -178,10 +175,11 @@ def run(config, encoder_pair=None, on_event=None) -> dict:
   commits (tests use it to kill the process mid-commit).
   """
   t0 = time.perf_counter()
+  check_tokenize_config_keys(config)
   if not config.output_dir:
     raise ValueError("config key output_dir is empty")
   storage.check_reachable(config.output_dir, "output_dir")  # before any work: fail fast, in one line
-  samples = manifests.read_inputs(config.input, config.get("tfds_data_dir") or None)
+  samples = manifests.read_inputs(config.input, config.tfds_data_dir or None)
   image_encoder, speech_encoder = encoder_pair or encoders.build_encoders(config)
   cfg = media_config(config, image_encoder)
   settings = {"media": dataclasses.asdict(cfg), "speech_pad_multiple": config.speech_pad_multiple,

@@ -60,9 +60,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   no checkpoint of the workdir restores.
   """
   mesh_lib.maybe_initialize_distributed()
-  shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   check_same_config_everywhere(config)
-  validate(config, jax.devices())  # slices/nodes counted as make_mesh counts them
+  validate(config, jax.devices())  # its keys, then its values; slices/nodes as make_mesh counts them
+  shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
   if jax.process_index() == 0:
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model

@@ -1,6 +1,7 @@
 """Checks that a training config can work, run before anything is compiled.
 
-Each failure is one line naming the config key, raised as `ConfigError`.
+Each failure is one line naming the config key, raised as `ConfigError`: first the tree's keys
+(mio_jax/config/training.py: none unknown, none missing), then their values.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from mio_jax import storage
+from mio_jax.config.keys import ConfigError
+from mio_jax.config.training import check_config_keys
 from mio_jax.export.run_config import resolve_init_from
 from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
@@ -16,10 +19,6 @@ from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
 from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
-
-
-class ConfigError(ValueError):
-  pass
 
 
 def modality_ranges(vocab: Vocabulary) -> dict[str, tuple[int, int]]:
@@ -35,6 +34,7 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
 
   `devices` (e.g. jax.devices()) are grouped into slices/nodes by mesh_topology, as make_mesh does.
   """
+  check_config_keys(config)
   try:
     topology = devices if isinstance(devices, Topology) else mesh_topology(config.mesh, devices)
     ici, dcn = mesh_shape(config.mesh, topology)
@@ -66,7 +66,7 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
                       f"choose one of {', '.join(REMAT_POLICIES)}")
   if m.num_heads % m.num_kv_heads:
     raise ConfigError(f"config.model.num_heads={m.num_heads} is not a multiple of num_kv_heads={m.num_kv_heads}")
-  if m.get("loss_chunk", 0) < 0:
+  if m.loss_chunk < 0:
     raise ConfigError(f"config.model.loss_chunk={m.loss_chunk} must be 0 (plain loss) or a token count")
   if m.head_dim % 2:
     raise ConfigError(f"config.model.head_dim={m.head_dim} must be even for rotary embeddings")
@@ -75,8 +75,8 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     vocab = Vocabulary.from_config(config.vocab)  # loads and checks the text model when one is set
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  unpadded = m.get("unpadded_vocab_size", 0)
-  key, used = ("unpadded_vocab_size", unpadded) if unpadded else ("vocab_size", m.vocab_size)
+  key, used = (("unpadded_vocab_size", m.unpadded_vocab_size) if m.unpadded_vocab_size
+               else ("vocab_size", m.vocab_size))
   if used != vocab.size:
     raise ConfigError(f"config.model.{key}={used} disagrees with the tokenizer layout in "
                       f"config.vocab ({vocab.size} ids)")
@@ -99,7 +99,7 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
 
   init_from = resolve_init_from(config)
   if init_from:
-    key = "config.init_from" if config.get("init_from") else "config.runs_dir/previous_run"
+    key = "config.init_from" if config.init_from else "config.runs_dir/previous_run"
     try:
       storage.check_reachable(init_from, key)
     except storage.StorageError as e:

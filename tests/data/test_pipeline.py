@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from configs.data import data_config, stage_weights
+from mio_jax.config.keys import ConfigError
 from mio_jax.data import packing, pipeline, shards
-from mio_jax.data.config import data_config, stage_weights
 from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
@@ -291,15 +292,22 @@ def test_mixed_shards_selection_and_its_errors(tmp_path, text_model):
     assert c.data.source == want
 
 
-def test_minimal_data_config_gets_stage_defaults(tmp_path, text_model, sharding):
+def test_minimal_data_config_is_refused_not_filled_with_mios_mixture(tmp_path, text_model, sharding):
+  """config.data names every key: a minimal one fails on the first missing key (it used to get
+  MIO's sources and weights for its stage without a word)."""
   import ml_collections
   full = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
   cfg = ml_collections.ConfigDict({"stage": 3, "vocab": full.vocab.to_dict(), "data": {
       "source": "shards", "seq_len": 256, "global_batch": 8, "seed": 0, "data_dir": str(tmp_path)}})
-  resolved = pipeline.resolve_data_config(cfg)
-  assert (resolved.seq_len, resolved.worker_count, resolved.loss_mask) == (256, 0, "all")
-  assert resolved.sources.speech_text.weight == 12 and resolved.template_stage == 3
   _uid_shards(tmp_path, 12)
+  with pytest.raises(ConfigError, match=r"^config.data.sources is missing$"):
+    _iterator(cfg, sharding)
   cfg.data.sources = {"pairs": {"shards": "pairs/*.array_record", "weight": 1.0}}
-  batch = next(_iterator(cfg, sharding))
+  with pytest.raises(ConfigError, match=r"^config.data.sources.pairs.kinds is missing$"):
+    _iterator(cfg, sharding)
+  cfg.data.sources.pairs.kinds = ""
+  with pytest.raises(ConfigError, match=r"^config.data.mixed_shards is missing$"):
+    _iterator(cfg, sharding)
+  full.data.update(sources=cfg.data.sources, seq_len=256)  # the preset, overridden, works
+  batch = next(_iterator(full, sharding))
   assert batch["inputs"].shape == (8, 256)

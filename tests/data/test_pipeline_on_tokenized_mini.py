@@ -7,13 +7,12 @@ data/vocab/mini.model and the smoke vocabulary (1000 text pieces, 1024 image cod
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from configs.base import stage_config
 from mio_jax.data import packing
-from mio_jax.data.config import data_config
 from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.vocab import Vocabulary
 
@@ -29,13 +28,10 @@ def mini_shards(tmp_path_factory):
 
 
 def _config(stage, shards_glob):
-  cfg = ml_collections.ConfigDict()
-  cfg.vocab = ml_collections.ConfigDict(dict(
-      text_model=os.path.join(ROOT, "data", "vocab", "mini.model"), text_size=1000,
-      image_codes=1024, speech_codebook=1024, speech_layers=4, code_order="image_first"))
-  cfg.data = data_config(stage, "smoke")
+  cfg = stage_config(stage, "smoke")
+  cfg.vocab.update(text_model=os.path.join(ROOT, "data", "vocab", "mini.model"), image_codes=1024)
   cfg.data.seq_len = 1536  # a 4-frame 16x16 video is 4 x 258 tokens
-  cfg.data.mixed_shards = shards_glob
+  cfg.data.update(source="shards", mixed_shards=shards_glob)
   return cfg
 
 

@@ -151,4 +151,5 @@ def test_resolve_init_from_prefers_explicit_path():
   assert resolve_init_from(c) == "/runs/stage2"
   c.init_from = "/elsewhere/run"
   assert resolve_init_from(c) == "/elsewhere/run"
-  assert resolve_init_from(ml_collections.ConfigDict(dict(init_from="", previous_run="stage1"))) == ""
+  assert resolve_init_from(ml_collections.ConfigDict(dict(init_from="", runs_dir="",
+                                                                previous_run="stage1"))) == ""

@@ -23,6 +23,7 @@ def test_bad_sizes_name_the_key(sizes, match):
 
 
 def test_mesh_has_the_three_axes_over_all_devices():
-  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=2, fsdp=-1, tensor=2), dcn=dict(data=-1))))
+  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=2, fsdp=-1, tensor=2), dcn=dict(data=-1),
+                                                processes_per_node=0)))
   assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   assert mesh.devices.size == 8

@@ -54,7 +54,8 @@ def _normalise(spec, ndim):
 
 @pytest.mark.parametrize("rule_set", sorted(EXPECTED))
 def test_rule_set_shards_params_and_moments(rule_set):
-  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=2, fsdp=2, tensor=2), dcn=dict(data=1))))
+  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=2, fsdp=2, tensor=2), dcn=dict(data=1),
+                                                processes_per_node=0)))
   tx, _ = make_optimizer(OPT, total_steps=10)
   with jax.set_mesh(mesh):
     state, _, _ = create_train_state(CFG, tx, 0, mesh, get_rules(rule_set))

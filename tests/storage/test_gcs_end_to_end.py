@@ -101,17 +101,14 @@ def test_tokenize_to_gs_writes_what_a_local_run_writes(tokenized):
 
 
 def test_pipeline_reads_shards_from_gs_as_from_local_disk(tokenized):
-  import ml_collections
-
-  from mio_jax.data.config import data_config
+  from configs.base import stage_config
   from mio_jax.data.pipeline import build_dataset, resolve_shards
   from mio_jax.vocab import Vocabulary
 
   local_out, gs_out = tokenized[:2]
   batches = []
   for out in (local_out, gs_out):
-    cfg = ml_collections.ConfigDict()
-    cfg.data = data_config(2, "smoke")
+    cfg = stage_config(2, "smoke")
     cfg.data.seq_len = 1536
     cfg.data.data_dir = out
     cfg.data.mixed_shards = "shards/*.array_record"  # relative to data_dir, a bucket folder too
