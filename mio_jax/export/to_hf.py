@@ -23,11 +23,11 @@ import orbax.checkpoint as ocp
 
 from mio_jax import storage
 from mio_jax.export import mapping, safetensors_io
-from mio_jax.export.run_config import find_run_config
 from mio_jax.export.vocab_layout import write_layout
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.train.checkpoint import saved_param_shapes
 from mio_jax.train.checkpoint_paths import resolve_params_dir
+from mio_jax.train.run_config import find_run_config
 
 log = logging.getLogger("mio_jax.export")
 
