@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -143,8 +144,10 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
               max_shard_bytes: int, max_position_embeddings: int) -> list[str]:
   """The HF directory in local `out_dir`; returns the safetensors file names."""
   os.makedirs(out_dir, exist_ok=True)
-  writer = safetensors_io.ShardedWriter(out_dir, max_shard_bytes)
   out_dtype = DTYPES[dtype]
+  itemsize = np.dtype(out_dtype).itemsize
+  planned = {name: math.prod(shape) * itemsize for name, shape in mapping.exported_shapes(cfg).items()}
+  writer = safetensors_io.ShardedWriter(out_dir, planned, max_shard_bytes)
   for entry in mapping.PARAM_MAP:
     value = mapping.strip_vocab_padding(entry.ours, read_param(params_dir, entry.ours), cfg)
     for hf_name, tensor in mapping.to_hf_tensors(entry, value):
