@@ -57,7 +57,7 @@ def main(argv=None):
   from mio_jax.console import setup_console_logging
   setup_console_logging()
   from mio_jax import storage
-  from mio_jax.export.run_config import run_config_dict
+  from mio_jax.train.run_config import run_config_dict
   from mio_jax.export.to_hf import export
 
   run_config = run_config_dict(load_config_file(args.config)) if args.config else None

@@ -68,6 +68,12 @@ def temp_path(path) -> str:
   return tmp
 
 
+def is_temp_of(name: str, of: str) -> bool:
+  """Whether file `name` is a temporary that temp_path made for a file named `of` (a killed
+  writer's leftover)."""
+  return name.startswith("." + of + ".") and name.endswith(".tmp")
+
+
 def _umask() -> int:
   """The process umask, read without setting it (os.umask would race with other threads)."""
   try:

@@ -180,6 +180,12 @@ class Vocabulary:
     return self.im_start_ids[0] if len(self.im_start_ids) == 1 else None
 
   # ---- codes
+  def modality_ranges(self) -> dict[str, tuple[int, int]]:
+    """[lo, hi) ids per modality, for the per-modality losses; special tokens count as text."""
+    return {"text": (0, self.text_size + len(SPECIAL_TOKENS)),
+            "image": (self.image_base, self.image_base + self.image_codes),
+            "speech": (self.speech_base, self.speech_base + self.speech_layers * self.speech_codebook)}
+
   def code_range(self, modality: str, layer: int = 0) -> tuple[int, int]:
     """[start, stop) ids of image codes, or of one speech layer (for constrained decoding)."""
     start = self.code_id(modality, layer, 0)

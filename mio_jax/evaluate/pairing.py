@@ -22,6 +22,7 @@ from flax import nnx
 
 from mio_jax.data.shards import Sample
 from mio_jax.data.templates import TemplateOptions, build_tokens, media_and_text
+from mio_jax.model.token_logprobs import cross_entropy
 from mio_jax.vocab import Vocabulary
 
 MEDIA = {"image_text": "image", "speech_text": "speech"}
@@ -86,9 +87,8 @@ def scored_tokens(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.nda
 def _token_losses(graphdef, state, ids, segment_ids):
   model = nnx.merge(graphdef, state)
   positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-  logits = model(ids[:, :-1], segment_ids[:, :-1], positions[:, :-1]).astype(jnp.float32)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+  logits = model(ids[:, :-1], segment_ids[:, :-1], positions[:, :-1])
+  return cross_entropy(logits, ids[:, 1:])[1]
 
 
 def sequence_losses(model, sequences: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -21,12 +21,13 @@ import shutil
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mio_jax import storage
 from mio_jax.export import mapping
-from mio_jax.export.run_config import RUN_CONFIG
 from mio_jax.export.safetensors_io import Reader
 from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.model.vocab_padding import padded_vocab_size
+from mio_jax.train.run_config import RUN_CONFIG
 
 log = logging.getLogger("mio_jax.export")
 
@@ -150,7 +151,7 @@ def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_
   manager.close()
   arch = {k: v for k, v in dataclasses.asdict(cfg).items()
           if k in fields or k in ("vocab_size", "unpadded_vocab_size")}
-  with open(os.path.join(out_dir, RUN_CONFIG), "w") as f:
-    json.dump({"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}, f, indent=2)
+  storage.atomic_write_text(os.path.join(out_dir, RUN_CONFIG), json.dumps(
+      {"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}, indent=2))
   return {"out_dir": out_dir, "hf_vocab": hf_vocab, "vocab_size": vocab.size, "padded_vocab_size": padded,
           "new_rows": vocab.size - hf_vocab, "model": arch}

@@ -109,6 +109,19 @@ def hf_names(entry: TensorMap, num_layers: int) -> list[str]:
   return [entry.hf.format(layer=i) for i in range(num_layers)] if entry.per_layer else [entry.hf]
 
 
+def exported_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Every HF tensor's shape, in the order the export writes them, without the vocab padding."""
+  shapes = our_shapes(cfg)
+  out = {}
+  for entry in PARAM_MAP:
+    shape = list(shapes[entry.ours])
+    if entry.ours in VOCAB_AXIS:
+      shape[VOCAB_AXIS[entry.ours]] = cfg.used_vocab_size
+    for name in hf_names(entry, cfg.num_layers):
+      out[name] = hf_shape(entry, tuple(shape))
+  return out
+
+
 def to_hf_tensors(entry: TensorMap, value: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
   """(HF name, tensor) for our parameter `value` (one per layer for stacked parameters)."""
   fn = TRANSFORMS[entry.transform].to_hf

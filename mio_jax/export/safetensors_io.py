@@ -2,7 +2,9 @@
 
 Layout (as `save_pretrained` writes it): one `model.safetensors`, or above `max_shard_bytes`
 `model-00001-of-0000N.safetensors` ... plus `model.safetensors.index.json` mapping every tensor
-name to its file. The writer holds at most one shard's tensors in memory.
+name to its file. huggingface_hub's splitter assigns the tensors to shards from their sizes alone,
+before any is read; the writer then holds at most the shards still waiting for a tensor (in the
+export's order, one shard plus one tensor larger than a shard).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import json
 import os
 
 import numpy as np
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import split_state_dict_into_shards_factory
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from mio_jax import storage
 
-SINGLE = "model.safetensors"
-INDEX = "model.safetensors.index.json"
+SINGLE = hf_constants.SAFETENSORS_SINGLE_FILE  # model.safetensors
+INDEX = hf_constants.SAFETENSORS_INDEX_FILE  # model.safetensors.index.json
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30  # transformers' default max_shard_size ("5GB")
 
 
@@ -27,12 +31,20 @@ def is_model_file(name: str) -> bool:
 
 
 class ShardedWriter:
-  def __init__(self, out_dir: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
-    self.out_dir, self.max_shard_bytes = out_dir, max_shard_bytes
-    self._pending: dict[str, np.ndarray] = {}
-    self._pending_bytes = 0
-    self._shards: list[list[str]] = []  # tensor names per written shard
-    self._total = 0
+  """Writes the tensors `planned` ({name: bytes}) into local `out_dir`, as they are added.
+
+  Each shard goes to a temporary file once its last tensor arrives; close() renames them all into
+  place and then writes the index, so a reader never sees a partial checkpoint's index.
+  """
+
+  def __init__(self, out_dir: str, planned: dict[str, int], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
+    self.out_dir, self.planned = out_dir, dict(planned)
+    self.split = split_state_dict_into_shards_factory(
+        self.planned, get_storage_size=int, filename_pattern=hf_constants.SAFETENSORS_WEIGHTS_FILE_PATTERN,
+        max_shard_size=max_shard_bytes)
+    self._waiting = {f: set(names) for f, names in self.split.filename_to_tensors.items()}
+    self._pending: dict[str, dict[str, np.ndarray]] = {f: {} for f in self._waiting}
+    self._written: dict[str, str] = {}  # file name -> its temporary
     os.makedirs(out_dir, exist_ok=True)
     # A stale index or shard from an earlier export would shadow (or mix with) this one.
     for name in os.listdir(out_dir):
@@ -40,36 +52,34 @@ class ShardedWriter:
         os.remove(os.path.join(out_dir, name))
 
   def add(self, name: str, tensor: np.ndarray) -> None:
-    if name in self._pending or any(name in s for s in self._shards):
+    if name not in self.planned:
+      raise ValueError(f"tensor {name} was not planned")
+    if tensor.nbytes != self.planned[name]:
+      raise ValueError(f"tensor {name} has {tensor.nbytes} bytes, {self.planned[name]} planned")
+    file = self.split.tensor_to_filename[name]
+    if name not in self._waiting[file]:
       raise ValueError(f"tensor {name} written twice")
-    if self._pending and self._pending_bytes + tensor.nbytes > self.max_shard_bytes:
-      self._flush()
-    self._pending[name] = np.ascontiguousarray(tensor)
-    self._pending_bytes += tensor.nbytes
-    self._total += tensor.nbytes
-
-  def _tmp(self, i: int) -> str:
-    return os.path.join(self.out_dir, f".shard-{i:05d}.safetensors.tmp")
-
-  def _flush(self) -> None:
-    save_file(self._pending, self._tmp(len(self._shards)), metadata={"format": "pt"})
-    self._shards.append(list(self._pending))
-    self._pending, self._pending_bytes = {}, 0
+    self._waiting[file].remove(name)
+    self._pending[file][name] = np.ascontiguousarray(tensor)
+    if not self._waiting[file]:
+      tmp = storage.temp_path(os.path.join(self.out_dir, file))
+      save_file(self._pending.pop(file), tmp, metadata={"format": "pt"})
+      storage.default_mode(tmp)  # safetensors keeps mkstemp's 0600
+      self._written[file] = tmp
 
   def close(self) -> list[str]:
-    """Writes the last shard, names the files, writes the index if sharded; returns file names."""
-    if self._pending or not self._shards:
-      self._flush()
-    n = len(self._shards)
-    names = [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    for i, name in enumerate(names):
-      storage.default_mode(self._tmp(i))  # safetensors writes 0600
-      storage.commit(self._tmp(i), os.path.join(self.out_dir, name))
-    if n > 1:
-      weight_map = {t: names[i] for i, shard in enumerate(self._shards) for t in shard}
-      storage.atomic_write_text(os.path.join(self.out_dir, INDEX), json.dumps(
-          {"metadata": {"total_size": self._total}, "weight_map": weight_map}, indent=2))
-    return names
+    """Names the shard files, writes the index if sharded; returns the file names."""
+    missing = sorted(n for names in self._waiting.values() for n in names)
+    if missing:
+      raise ValueError(f"{len(missing)} planned tensors were never added, e.g. {missing[0]}")
+    files = list(self.split.filename_to_tensors)
+    for file in files:
+      storage.commit(self._written[file], os.path.join(self.out_dir, file))
+    if self.split.is_sharded:
+      index = {"metadata": self.split.metadata, "weight_map": self.split.tensor_to_filename}
+      storage.atomic_write_text(os.path.join(self.out_dir, INDEX),
+                                json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return files
 
 
 class Reader:

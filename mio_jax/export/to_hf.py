@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -23,11 +24,11 @@ import orbax.checkpoint as ocp
 
 from mio_jax import storage
 from mio_jax.export import mapping, safetensors_io
-from mio_jax.export.run_config import find_run_config
 from mio_jax.export.vocab_layout import write_layout
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.train.checkpoint import saved_param_shapes
 from mio_jax.train.checkpoint_paths import resolve_params_dir
+from mio_jax.train.run_config import find_run_config
 
 log = logging.getLogger("mio_jax.export")
 
@@ -142,8 +143,10 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
               max_shard_bytes: int, max_position_embeddings: int) -> list[str]:
   """The HF directory in local `out_dir`; returns the safetensors file names."""
   os.makedirs(out_dir, exist_ok=True)
-  writer = safetensors_io.ShardedWriter(out_dir, max_shard_bytes)
   out_dtype = DTYPES[dtype]
+  itemsize = np.dtype(out_dtype).itemsize
+  planned = {name: math.prod(shape) * itemsize for name, shape in mapping.exported_shapes(cfg).items()}
+  writer = safetensors_io.ShardedWriter(out_dir, planned, max_shard_bytes)
   for entry in mapping.PARAM_MAP:
     value = mapping.strip_vocab_padding(entry.ours, read_param(params_dir, entry.ours), cfg)
     for hf_name, tensor in mapping.to_hf_tensors(entry, value):

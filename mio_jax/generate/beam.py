@@ -18,6 +18,7 @@ from flax import nnx
 from mio_jax.generate import constraints
 from mio_jax.generate.constraints import Layout
 from mio_jax.generate.decode import init_cache
+from mio_jax.model.token_logprobs import log_probs
 from mio_jax.model.transformer import Transformer
 
 
@@ -60,7 +61,7 @@ def _beam_search(graphdef, state, prompt, *, num_beams, max_new_tokens, stop_ids
 
   def body(step, carry):
     logits, cache, scores, out, finished, lengths, params = carry
-    logp = jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -jnp.inf), axis=-1)
+    logp = log_probs(logits, allowed)
     # A finished beam continues only with a stop id, at no cost.
     frozen = jnp.full((vocab,), -jnp.inf).at[first_stop].set(0.0)
     logp = jnp.where(finished[:, None], frozen[None], logp)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from mio_jax.export.run_config import find_run_config
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.train.checkpoint import load_params, resolve_params_dir
+from mio_jax.train.run_config import find_run_config
 from mio_jax.vocab import Vocabulary
 
 

@@ -93,11 +93,8 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int, o
   # Before the shard: a committed shard always has its kinds index (the pipeline's kind filter).
   kinds_index.write(path, [s.kind for s in samples])
   remote = storage.is_remote(path)
-  if remote:
-    fd, tmp = tempfile.mkstemp(prefix="." + plan.shard_file(shard) + ".", suffix=".tmp")
-    os.close(fd)
-  else:
-    tmp = quarantine.temp_path(path)
+  # Beside the shard (renamed into place), or for gs:// in the local temp folder (then uploaded).
+  tmp = storage.temp_path(os.path.join(tempfile.gettempdir(), plan.shard_file(shard)) if remote else path)
   with ShardWriter(tmp) as writer:
     for k, s in enumerate(samples):
       writer.write(s)
@@ -111,7 +108,7 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int, o
     finally:
       os.remove(tmp)
   else:
-    quarantine.commit(tmp, path)
+    storage.commit(tmp, path)
   event("shard_committed")
   rng = plan.shard_range(shard)
   rec = {"shard": shard, "file": plan.shard_file(shard), "first": rng.start, "read": len(rng),
@@ -120,7 +117,7 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int, o
   if rec["read"] != rec["written"] + rec["quarantined"]:
     raise AssertionError(f"shard {shard}: read {rec['read']} != written {rec['written']} + "
                          f"quarantined {rec['quarantined']}")
-  quarantine.atomic_write_text(root / "index" / f"shard-{shard:05d}.json",
+  storage.atomic_write_text(root / "index" / f"shard-{shard:05d}.json",
                                json.dumps(rec, sort_keys=True) + "\n")
   event("index_committed")
   return rec
@@ -145,7 +142,7 @@ def finalize(out: str, plan) -> dict | None:
     rows += quarantine.read_jsonl(root / "quarantine" / f"shard-{shard:05d}.jsonl")
   quarantine.atomic_write_jsonl(root / "quarantine.jsonl", rows)
   index = {"num_samples": read, "written": written, "quarantined": held, "shards": recs}
-  quarantine.atomic_write_text(root / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
+  storage.atomic_write_text(root / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
   return {"read": read, "written": written, "quarantined": held,
           "reasons": dict(collections.Counter(r["category"] for r in rows).most_common())}
 
@@ -160,9 +157,9 @@ def remove_stale_temporaries(out: str, plan, shards: list[int]):
     return
   for sub, name in (("shards", plan.shard_file), ("quarantine", lambda s: f"shard-{s:05d}.jsonl"),
                     ("index", lambda s: f"shard-{s:05d}.json")):
-    prefixes = tuple("." + name(s) + "." for s in shards)
+    names = [name(s) for s in shards]
     for f in os.listdir(os.path.join(out, sub)):
-      if f.startswith(prefixes) and f.endswith(".tmp"):
+      if any(storage.is_temp_of(f, n) for n in names):
         os.remove(os.path.join(out, sub, f))
 
 

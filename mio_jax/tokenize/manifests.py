@@ -211,16 +211,24 @@ TFDS_MAPPINGS = {"coco_captions": ("image_text", coco_captions_parts),
                  "librispeech": ("speech_text", librispeech_parts)}
 
 
+# The TFDS release _tfds_audio_without_tensorflow's patch was checked against (requirements.txt's pin).
+TFDS_AUDIO_PATCH_VERIFIED = "4.9.10"
+
+
 def _tfds_audio_without_tensorflow(tfds):
-  """Let tfds.features.Audio be built without TensorFlow (tensorflow/datasets#11233).
+  """Let tfds.features.Audio be built without TensorFlow (tensorflow/datasets#11233, open).
 
   Its decoder's __init__ calls tf.dtypes.as_dtype only to keep a TF dtype for TF-side decoding, so
   without TensorFlow no data set with speech (librispeech) can even be opened, though reading its
-  int16 arrays needs nothing from TF. Patched only when that construction actually fails. The
-  lazy_decode config still needs TensorFlow (its Audio feature's stored dtype is tf.string).
+  int16 arrays needs nothing from TF. TFDS has no public route around it (features.json rebuilds
+  the Audio feature, and every decoder option runs after that), so a private __init__ is replaced,
+  only when the construction actually fails. The patch was checked on TFDS_AUDIO_PATCH_VERIFIED:
+  another version warns, and a patch that no longer fits raises one line naming both versions.
+  The lazy_decode config still needs TensorFlow (its Audio feature's stored dtype is tf.string).
   """
+  import logging
+
   import numpy as np
-  from tensorflow_datasets.core.features import audio_feature
 
   try:
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints a banner when TF is missing
@@ -229,13 +237,24 @@ def _tfds_audio_without_tensorflow(tfds):
   except ModuleNotFoundError as e:
     if e.name != "tensorflow" and "tensorflow" not in str(e):
       raise
+  version = getattr(tfds, "__version__", "unknown")
+  if version != TFDS_AUDIO_PATCH_VERIFIED:
+    logging.getLogger("mio_jax.tokenize").warning(
+        "tensorflow-datasets %s: the Audio-without-TensorFlow patch was verified on %s only",
+        version, TFDS_AUDIO_PATCH_VERIFIED)
+  try:
+    from tensorflow_datasets.core.features import audio_feature
 
-  def init(self, file_format, np_dtype, shape):
-    self._file_format, self._np_dtype, self._shape = file_format, np_dtype, shape
-    self._channels = shape[1] if len(shape) > 1 else 1
+    def init(self, file_format, np_dtype, shape):
+      self._file_format, self._np_dtype, self._shape = file_format, np_dtype, shape
+      self._channels = shape[1] if len(shape) > 1 else 1
 
-  audio_feature._AudioDecoder.__init__ = init
-  tfds.features.Audio(dtype=np.int16, sample_rate=16000)  # fails loudly if the patch no longer fits
+    audio_feature._AudioDecoder.__init__ = init
+    tfds.features.Audio(dtype=np.int16, sample_rate=16000)
+  except Exception as e:  # noqa: BLE001 - any failure means the same: the patch does not fit
+    raise ManifestError(f"tensorflow-datasets {version}: cannot build its Audio feature without "
+                        f"TensorFlow (the patch fits {TFDS_AUDIO_PATCH_VERIFIED}; install that "
+                        f"version, or TensorFlow): {type(e).__name__}: {e}") from None
 
 
 def read_tfds(name: str, split: str, data_dir: str | None = None) -> list[RawSample]:

@@ -13,7 +13,6 @@ import json
 import math
 
 from mio_jax import storage
-from mio_jax.tokenize import quarantine
 
 PLAN_FILE = "plan.json"
 PLAN_VERSION = 1
@@ -74,4 +73,4 @@ def check_or_record(plan: Plan, output_dir: str):
       raise ValueError(f"{path}: output_dir holds a different job (differs in {keys}); "
                        "use a new output_dir or delete the old one")
     return
-  quarantine.atomic_write_text(path, json.dumps(mine, indent=2, sort_keys=True) + "\n")
+  storage.atomic_write_text(path, json.dumps(mine, indent=2, sort_keys=True) + "\n")

@@ -13,19 +13,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mio_jax.model.token_logprobs import cross_entropy
 from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain
 
 
 def chunked_token_losses(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, *, z_loss: float,
                          chunk: int, used_vocab: int) -> tuple[jax.Array, jax.Array]:
-  """As step.token_losses(hidden @ kernel, targets, z_loss), float32 [batch, length] each.
+  """As cross_entropy(hidden @ kernel, targets, z_loss=z_loss), float32 [batch, length] each.
 
   `kernel` [embed, vocab] is the LM head; ids >= `used_vocab` are vocabulary padding (masked). A
   length that `chunk` does not divide is padded with ignored positions.
   """
-  from mio_jax.train.step import token_losses  # step.py imports this module
-
   batch, length, embed = hidden.shape
   chunks = -(-length // chunk)
   pad = chunks * chunk - length
@@ -44,7 +43,7 @@ def chunked_token_losses(hidden: jax.Array, kernel: jax.Array, targets: jax.Arra
     if used_vocab < vocab:
       logits = mask_padded_logits(logits, used_vocab)
     logits = constrain(logits, ("batch", "length", "act_vocab"))
-    return token_losses(logits, t, z_loss)
+    return cross_entropy(logits, t, z_loss=z_loss)
 
   def body(_, xs):
     return None, chunk_losses(*xs)

@@ -16,7 +16,6 @@ from jax.sharding import NamedSharding
 
 from mio_jax import storage
 from mio_jax.data.config import shards_if_mixed
-from mio_jax.export.run_config import resolve_init_from, save_run_config
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.batch_split import batch_shard
@@ -26,6 +25,7 @@ from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.divergence import NonFiniteGuard
 from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
 from mio_jax.train.preemption import PreemptionWatcher
+from mio_jax.train.run_config import resolve_init_from, save_run_config
 from mio_jax.train.state import create_train_state, make_optimizer
 from mio_jax.train.synthetic_batches import SyntheticBatches
 from mio_jax.train.validate import check_same_config_everywhere, validate

@@ -1,4 +1,4 @@
-"""The jitted training step: masked next-token loss, per-modality losses, accumulation, AdamW.
+"""The jitted training step: masked next-token loss (mio_jax/model/token_logprobs.py), per-modality losses, accumulation, AdamW.
 
 `train_step(state, batch) -> (state, metrics)` is pure. Gradient accumulation splits the global
 batch into `grad_accum_steps` micro-batches and scans over them, summing token-weighted losses so
@@ -14,20 +14,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from mio_jax.model.token_logprobs import cross_entropy
 from mio_jax.parallel.rules import constrain
 from mio_jax.train.chunked_loss import chunked_token_losses
 from mio_jax.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
-
-
-def token_losses(logits: jax.Array, targets: jax.Array, z_loss: float) -> tuple[jax.Array, jax.Array]:
-  """Per-token cross-entropy (+ z-loss) and plain cross-entropy, both float32 [batch, length]."""
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  nll = log_z - target_logit
-  return nll + z_loss * jnp.square(log_z), nll
 
 
 def split_micro_batches(x: jax.Array, n: int) -> jax.Array:
@@ -64,7 +56,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
                                        chunk=model.cfg.loss_chunk, used_vocab=model.cfg.used_vocab_size)
     else:
       logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
-      loss, nll = token_losses(logits, batch["targets"], z_loss)
+      loss, nll = cross_entropy(logits, batch["targets"], z_loss=z_loss)
     mask = batch["loss_mask"].astype(jnp.float32)
     sums = {"loss": jnp.sum(nll * mask), "tokens": jnp.sum(mask)}
     for name, m in modality_masks(batch["targets"], modality_ranges).items():

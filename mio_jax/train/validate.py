@@ -11,22 +11,16 @@ from typing import Sequence
 from mio_jax import storage
 from mio_jax.config.keys import ConfigError
 from mio_jax.config.training import check_config_keys
-from mio_jax.export.run_config import resolve_init_from
 from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
-from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
+from mio_jax.train.run_config import resolve_init_from
+from mio_jax.vocab import Vocabulary
 
 
-def modality_ranges(vocab: Vocabulary) -> dict[str, tuple[int, int]]:
-  """[lo, hi) target ids per modality, for per-modality losses; special tokens count as text."""
-  speech_ids = vocab.speech_layers * vocab.speech_codebook
-  return {"text": (0, vocab.text_size + len(SPECIAL_TOKENS)),
-          "image": (vocab.image_base, vocab.image_base + vocab.image_codes),
-          "speech": (vocab.speech_base, vocab.speech_base + speech_ids)}
 
 
 def validate(config, devices: Sequence | Topology) -> dict[str, int]:

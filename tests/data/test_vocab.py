@@ -33,12 +33,15 @@ def test_mio7b_layout_by_hand():
   assert (v.bos, v.eos, v.im_end, v.im_start_ids, v.im_start) == (1, 2, 7, (6,), 6)  # Yi's ids
   assert v.code_range("image") == (64006, 72198)
   assert v.code_range("speech", 1) == (72198 + 1024, 72198 + 2048)
+  # The per-modality losses' ranges: the special tokens count as text.
+  assert v.modality_ranges() == {"text": (0, 64006), "image": (64006, 72198), "speech": (72198, 76294)}
 
 
 def test_speech_first_order():
   v = Vocabulary(**dict(MIO7B, code_order="speech_first"))
   assert v.code_id("speech", 0, 0) == 64006 and v.code_id("image", 0, 0) == 64006 + 4096
   assert v.size == 76294
+  assert v.modality_ranges() == {"text": (0, 64006), "image": (68102, 76294), "speech": (64006, 68102)}
   with pytest.raises(ValueError, match="code_order"):
     Vocabulary(**dict(MIO7B, code_order="video_first"))
 

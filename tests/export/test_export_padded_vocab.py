@@ -13,10 +13,10 @@ import numpy as np
 from export_helpers import (TINY, TINY_VOCAB, assert_logits_match, load_hf_model, random_params, run_config,
                             save_our_checkpoint)
 from mio_jax.export.from_hf import import_hf
-from mio_jax.export.run_config import save_run_config
 from mio_jax.export.safetensors_io import Reader
 from mio_jax.export.to_hf import export, read_param
 from mio_jax.train.checkpoint import resolve_params_dir
+from mio_jax.train.run_config import save_run_config
 
 PADDED = dataclasses.replace(TINY, vocab_size=13312, unpadded_vocab_size=13294)
 

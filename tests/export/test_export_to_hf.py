@@ -9,8 +9,8 @@ import pytest
 from export_helpers import (M40, M40_VOCAB, MINI_TEXT_MODEL, REPO, TINY, TINY_VOCAB, assert_logits_match,
                             launch_module, load_hf_model, random_params, run_config, save_our_checkpoint, shard_over_devices)
 from mio_jax.export import mapping
-from mio_jax.export.run_config import save_run_config
 from mio_jax.export.to_hf import export
+from mio_jax.train.run_config import save_run_config
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_mapping_round_trips_each_transform():
 def test_resolve_init_from_prefers_explicit_path():
   import ml_collections
 
-  from mio_jax.export.run_config import resolve_init_from
+  from mio_jax.train.run_config import resolve_init_from
 
   c = ml_collections.ConfigDict(dict(init_from="", runs_dir="/runs", previous_run="stage2"))
   assert resolve_init_from(c) == "/runs/stage2"

@@ -13,11 +13,11 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from mio_jax.export.run_config import save_run_config
 from mio_jax.generate.constraints import Layout
 from mio_jax.generate.decode import Settings, generate
 from mio_jax.generate.prompt import build_prompt, split_output
 from mio_jax.model.transformer import ModelConfig, Transformer
+from mio_jax.train.run_config import save_run_config
 from mio_jax.train.state import init_params
 from mio_jax.vocab import Vocabulary
 

@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 from configs import base
+from mio_jax.evaluate.pairing import sequence_losses
 from mio_jax.generate.beam import beam_search
 from mio_jax.generate.decode import Settings, generate
 from mio_jax.model.transformer import ModelConfig, Transformer
@@ -107,6 +108,14 @@ def test_sampling_and_beam_search_never_pick_a_padded_id():
   plain_beams, plain_scores = beam_search(plain_model, [1, 5, 9], num_beams=3, max_new_tokens=6)
   assert int(beams.max()) < USED and beams.tolist() == plain_beams.tolist()
   np.testing.assert_allclose(scores, plain_scores, rtol=1e-5)
+
+
+def test_pairing_score_gives_padded_ids_no_probability():
+  padded, plain = _padded_and_plain_params(seed=4)
+  rng = np.random.default_rng(1)
+  sequences = [(rng.integers(0, USED, n).astype(np.int32), np.ones(n, np.float32)) for n in (9, 14)]
+  np.testing.assert_allclose(sequence_losses(_model(PADDED, padded), sequences),
+                             sequence_losses(_model(PLAIN, plain), sequences), rtol=1e-5)
 
 
 def test_validate_checks_the_unpadded_size_and_mio7b_splits_over_tensor_4():

@@ -125,7 +125,7 @@ def test_pipeline_reads_shards_from_gs_as_from_local_disk(tokenized):
 def test_run_config_round_trips_on_gs(gs_dir):
   import ml_collections
 
-  from mio_jax.export.run_config import find_run_config, run_config_dict, save_run_config
+  from mio_jax.train.run_config import find_run_config, run_config_dict, save_run_config
 
   config = ml_collections.ConfigDict({"model": {"vocab_size": 64, "embed_dim": 8, "num_layers": 1},
                                       "vocab": {"text_size": 1000, "text_model": "gs://b/sp.model"}})
@@ -140,7 +140,7 @@ def test_export_from_gs_checkpoint_to_gs_matches_local_export(gs_dir, tmp_path):
   sys.path.insert(0, os.path.join(ROOT, "tests", "export"))
   from export_helpers import TINY, TINY_VOCAB, random_params, run_config
 
-  from mio_jax.export.run_config import save_run_config
+  from mio_jax.train.run_config import save_run_config
   from mio_jax.export.to_hf import export
   from mio_jax.train.checkpoint_paths import checkpoint_dir
 

@@ -283,3 +283,27 @@ def test_encoded_audio_bytes_decode_like_the_int16_samples():
   from_samples = manifests.librispeech_parts({"speech": wave, "text": b"A B"}, sample_rate=16000)
   np.testing.assert_array_equal(media.load_speech(from_bytes[0], cfg), media.load_speech(from_samples[0], cfg))
   assert from_bytes[1] == {"type": "text", "text": "a b"}
+
+
+def test_audio_patch_names_the_verified_tfds_version(tfds, monkeypatch, caplog):
+  """The patch is checked on one TFDS release, the one requirements.txt pins; on another release
+  whose Audio feature the patch does not fix, one line names both versions."""
+  pins = dict(line.split("#")[0].strip().split("==") for line in open(os.path.join(helpers.REPO, "requirements.txt"))
+              if "==" in line.split("#")[0])
+  assert pins["tensorflow-datasets"] == manifests.TFDS_AUDIO_PATCH_VERIFIED
+  from tensorflow_datasets.core.features import audio_feature
+  monkeypatch.setattr(audio_feature._AudioDecoder, "__init__", audio_feature._AudioDecoder.__init__)
+
+  class Audio:  # an Audio feature the patch cannot fix
+    def __init__(self, **kwargs):
+      raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+  class OtherTfds:
+    __version__ = "4.99.0"
+    features = type("features", (), {"Audio": Audio})
+
+  with pytest.raises(manifests.ManifestError) as e:
+    manifests._tfds_audio_without_tensorflow(OtherTfds)
+  assert "tensorflow-datasets 4.99.0" in str(e.value) and manifests.TFDS_AUDIO_PATCH_VERIFIED in str(e.value)
+  assert "\n" not in str(e.value)
+  assert any("4.99.0" in r.getMessage() and "verified on" in r.getMessage() for r in caplog.records)

@@ -13,11 +13,12 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from mio_jax.model.token_logprobs import cross_entropy
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train.chunked_loss import chunked_token_losses
 from mio_jax.train.state import TrainState, model_graphdef_and_axes, state_shardings
-from mio_jax.train.step import make_train_step, token_losses
+from mio_jax.train.step import make_train_step
 from mio_jax.train.synthetic_batches import synthetic_row
 
 PLAIN = ModelConfig(vocab_size=64, unpadded_vocab_size=60, embed_dim=32, num_layers=2, num_heads=4,
@@ -39,7 +40,7 @@ def test_chunked_token_losses_equal_plain_ones_and_their_gradients():
   def plain(h, k):
     logits = jnp.einsum("bte,ev->btv", h, k)
     logits = jnp.where(jnp.arange(40) < 37, logits, -jnp.inf)  # 3 padded ids
-    loss, nll = token_losses(logits, targets, 0.01)
+    loss, nll = cross_entropy(logits, targets, z_loss=0.01)
     return loss.sum() + 0.5 * nll.sum(), (loss, nll)
 
   def chunked(h, k):

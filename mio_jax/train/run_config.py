@@ -3,8 +3,9 @@
 
     WORKDIR/model_config.json   {"model": {...ModelConfig fields}, "vocab": {...config.vocab}}
 
-WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once at start (`save_run_config(workdir, config)`); `find_run_config`
-finds it from a workdir, its checkpoints dir, a step dir or a params dir.
+WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once at start
+(`save_run_config(workdir, config)`); the export, the import and generation find it with
+`find_run_config` from a workdir, its checkpoints dir, a step dir or a params dir.
 """
 
 from __future__ import annotations
