@@ -95,11 +95,16 @@ def test_bad_block_config_names_the_key():
     fit_blocks(BlockSizes(64, 128, 128, 128), 1024, 1024, min_block=128)
 
 
-def test_fit_blocks_shrinks_to_short_sequences():
-  fitted = fit_blocks(default_block_sizes("tpu"), 100, 300, min_block=128)
-  assert (fitted.block_q, fitted.block_kv, fitted.block_q_bwd, fitted.block_kv_bwd) == (128, 512, 128, 512)
-  fitted = fit_blocks(BlockSizes(64, 64, 64, 64), 20, 20, min_block=16)
-  assert fitted.block_q == 32
+def test_fit_blocks_shrinks_to_short_sequences_and_pads_little():
+  blocks = lambda f: (f.block_q, f.block_kv, f.block_q_bwd, f.block_kv_bwd)
+  # 100 queries: one 128 block; 300 keys: 384 with 128-row blocks (512 with 256 or 512).
+  assert blocks(fit_blocks(default_block_sizes("tpu"), 100, 300, min_block=128)) == (128, 128, 128, 128)
+  # MIO's 2800 tokens: 512-row blocks pad to 3072 (+9.7%), 256 to 2816 (+0.6%).
+  assert blocks(fit_blocks(default_block_sizes("tpu"), 2800, 2800, min_block=128)) == (256, 256, 256, 256)
+  # 4096 needs no padding: the tuned blocks stay.
+  assert fit_blocks(default_block_sizes("tpu"), 4096, 4096, min_block=128) == default_block_sizes("tpu")
+  # 20 pads to 32 with 32 or 16: the larger block is kept.
+  assert fit_blocks(BlockSizes(64, 64, 64, 64), 20, 20, min_block=16).block_q == 32
 
 
 def test_a_kernel_that_cannot_run_is_one_line_before_compiling(monkeypatch, caplog):
