@@ -10,7 +10,8 @@ At step 1, every `eval.every` steps and at the last step, the current parameters
                             pairing.py's margin; > 0: the model reads its media)
 
 The batches come from `eval.mixed_shards` (held-out token shards, templated and packed as in
-training, mio_jax/data/pipeline.py build_heldout_dataset) or, when the run trains on synthetic data
+training, mio_jax/data/pipeline.py build_heldout_dataset, one pipeline per row stream so that with
+data.streams the batches do not depend on the process count) or, when the run trains on synthetic data
 and no shards are given, from synthetic rows at steps training never reaches. The iterator is built
 afresh from `eval.seed` at each evaluation, so every evaluation of every run and resume sees the same
 batches. The eval step is its own program, jitted and compiled once at start with the train step's
@@ -31,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.data.pipeline import build_heldout_dataset, heldout_paths
 from mio_jax.data.shards import ShardReader
+from mio_jax.data.train_iterator import row_streams
 from mio_jax.evaluate.pairing import MEDIA, _media, _with_media, mismatched_partners, scored_tokens
 from mio_jax.parallel.batch_split import batch_shard
 from mio_jax.train.compile import abstract_batch
@@ -161,11 +163,15 @@ class Evaluator:
     """The held-out batches, the same ones at every call (a fresh iterator from the fixed seed)."""
     e, data = self.config.eval, self.config.data
     if self.pattern:
-      local = iter(build_heldout_dataset(data, self.vocab, self.pattern, seed=int(e.seed),
-                                         shard=self.shard, counts=self._counts))
+      # One pipeline per row stream, as in training: with data.streams set, the held-out batches
+      # do not depend on the number of processes either.
+      streams = [iter(build_heldout_dataset(data, self.vocab, self.pattern, seed=int(e.seed),
+                                            shard=s, counts=self._counts))
+                 for s in row_streams(self.shape[0], int(data.streams), self.shard)]
       for _ in range(int(e.batches)):
-        batch = next(local)
-        yield {k: jax.make_array_from_process_local_data(self.sharding, batch[k], self.shape)
+        parts = [next(it) for it in streams]
+        yield {k: jax.make_array_from_process_local_data(
+                   self.sharding, np.concatenate([p[k] for p in parts]), self.shape)
                for k in BATCH_KEYS}
     else:
       synthetic = SyntheticBatches(seed=int(e.seed), global_batch=self.shape[0], seq_len=self.shape[1],
