@@ -79,9 +79,9 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
                               async_save=tc.async_checkpointing)
   # A resumed run keeps the schedule it started with (mio_jax/train/schedules.py).
-  schedule_spec = run_schedule(workdir, schedules.schedule_spec(config.optimizer, tc.steps),
-                               resuming=bool(manager.all_steps()), write=jax.process_index() == 0)
-  tx, schedule = make_optimizer(config.optimizer, tc.steps, schedule_spec)
+  spec = run_schedule(workdir, schedules.schedule_spec(config.optimizer, tc.steps),
+                      resuming=bool(manager.all_steps()), write=jax.process_index() == 0)
+  tx, schedule = make_optimizer(config.optimizer, tc.steps, spec)
   batch_sharding = NamedSharding(mesh, batch_spec())
   log.info("mesh %s; model %.1fM parameters", dict(mesh.shape), model_cfg.num_params() / 1e6)
 
@@ -104,6 +104,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
       start = time.perf_counter()
       step_fn = train_step_fn(config, graphdef, tx, schedule)  # the step train_compile compiles
       compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
+      # The eval step (compiled once, with the train step's shardings) and its pairing rows.
       evaluator = Evaluator(config, graphdef, state.params, shardings.params, batch_sharding)
       startup["compile_seconds"] = time.perf_counter() - start
       log.info("restore %.1fs, compile %.1fs", startup["restore_seconds"], startup["compile_seconds"])
