@@ -144,7 +144,7 @@ class Evaluator:
     self.pattern = e.mixed_shards
     if self.every and not self.pattern and data.source != "synthetic":
       log.info("config.eval.every=%d but config.eval.mixed_shards is empty and the run trains on "
-                  "shards: no held-out evaluation (give it held-out shards)", self.every)
+               "shards: no held-out evaluation (give it held-out shards)", self.every)
       self.every = 0
     self.compiled, self.pairs, self._counts = None, {}, {}
     if not self.every:

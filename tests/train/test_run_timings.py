@@ -57,11 +57,11 @@ def test_timing_fields_are_present_and_sane(slow_run):
   assert [r["step"] for r in windows] == [1, 2, 4]  # step 1: the evaluation ends a window
   for r in windows:
     # Every step waited DATA_DELAY_S for its batch; the step's time includes its wait.
-    assert DATA_DELAY_S * 0.95 <= r["data_wait_seconds"] <= DATA_DELAY_S + 0.2, r
+    assert DATA_DELAY_S * 0.95 <= r["data_wait_seconds"] <= DATA_DELAY_S + 0.5, r
     assert r["data_wait_seconds"] <= r["step_seconds"] < wall, r
     assert 0 < r["goodput"] < 1, r
-  # Steps of a few milliseconds behind a quarter-second wait: most of the wall time is waiting.
-  assert windows[-1]["goodput"] < 0.5
+  # The 4 data waits are lost time: productive time is at most the wall time less them.
+  assert windows[-1]["goodput"] <= 1 - 4 * DATA_DELAY_S * 0.95 / wall
   saves = {r["step"]: r["checkpoint_seconds"] for r in rows if "checkpoint_seconds" in r}
   assert sorted(saves) == [2, 4] and all(0 < s < wall for s in saves.values())
   assert all(0 < r["eval_seconds"] < wall for r in rows if "eval_loss" in r)
