@@ -120,7 +120,8 @@ def bench_train_step(args, backend):
                                                            processes_per_node=0)))
   rules = get_rules("fsdp")
   opt = ml_collections.ConfigDict(dict(peak_lr=1e-4, warmup_fraction=0.1, final_lr_fraction=0.1,
-                                       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+                                       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0,
+                                       schedule="warmup_cosine", decay_fraction=0.0))
   tx, schedule = make_optimizer(opt, 1000)
   peak = metrics.num_devices_peak(args.peak_tflops)
   print(f"\n# train step, model {args.model}, batch {args.batch} x seq {args.seq} "

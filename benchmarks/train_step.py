@@ -66,7 +66,8 @@ def jax_runner(cpu_tuned_matmuls=None):
     mc.cpu_tuned_matmuls = cpu_tuned_matmuls
   cfg = ModelConfig.from_config(mc)
   opt = ml_collections.ConfigDict(dict(peak_lr=3e-4, warmup_fraction=0.03, final_lr_fraction=0.1, b1=0.9,
-                                       b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+                                       b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0,
+                                       schedule="warmup_cosine", decay_fraction=0.0))
   mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(fsdp=-1), dcn=dict(data=-1),
                                                   processes_per_node=0)))
   rules = get_rules("fsdp")

@@ -57,9 +57,13 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
     c.data.source = "synthetic"
 
   c.optimizer = ml_collections.ConfigDict(dict(
+      # warmup_cosine (MIO) | warmup_stable_decay | constant | linear (mio_jax/train/schedules.py);
+      # a run keeps the schedule it started with (WORKDIR/schedule.json) when resumed
+      schedule="warmup_cosine",
       peak_lr=3e-5,
       warmup_fraction=0.03,
-      final_lr_fraction=0.1,  # cosine floor as a fraction of peak: unverified
+      final_lr_fraction=0.1,  # the floor (cosine, linear, WSD) as a fraction of peak: unverified
+      decay_fraction=0.2,  # warmup_stable_decay: the last 20% of the steps decay to the floor
       b1=0.9,  # unverified
       b2=0.95,  # unverified
       eps=1e-8,
@@ -80,6 +84,20 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       max_consecutive_skips=5,  # with "skip": this many non-finite steps in a row halt the run
       async_checkpointing=True,
       peak_tflops_per_device=0.0,  # 0: look the device up (unknown devices report mfu as null)
+      # (first step, count): a jax.profiler trace of those steps in WORKDIR/profile/; count 0: off
+      profile_steps=(1, 0),
+  ))
+  # Held-out evaluation in the loop (mio_jax/train/evaluation.py, docs/metrics.md): eval_loss and
+  # eval_loss_<modality> at step 1, every `every` steps and the last step, over the same `batches`
+  # batches each time; every 0: off.
+  c.eval = ml_collections.ConfigDict(dict(
+      every=0,
+      batches=4,
+      # A glob of held-out token shards (e.g. the demo's tokens/heldout/shards/*.array_record; relative
+      # to data.data_dir unless absolute); "" with data.source "synthetic": unseen synthetic rows.
+      mixed_shards="",
+      seed=0,  # the held-out batches' templating and packing seed
+      pairing_samples=16,  # image_text / speech_text samples per kind for the pairing margin; 0: off
   ))
   # Parameters only, from a previous stage's workdir or step dir (how stage N starts from N-1).
   # With init_from empty and runs_dir set, stage N starts from RUNS_DIR/<previous_run>: stage 1 from
@@ -108,4 +126,5 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
   elif size == "smoke":
     c.optimizer.update(peak_lr=3e-3, weight_decay=0.0)
     c.train.update(steps=40, log_every=10, checkpoint_every=20, keep_checkpoints=2)
+    c.eval.update(every=20, batches=1)  # held-out synthetic rows (or eval.mixed_shards): ~1 s
   return c

@@ -74,10 +74,13 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
-  """config.optimizer: AdamW with warmup and cosine decay (mio_jax/train/state.py)."""
+  """config.optimizer: AdamW (mio_jax/train/state.py) on a learning-rate schedule
+  (mio_jax/train/schedules.py)."""
+  schedule: str  # warmup_cosine | warmup_stable_decay | constant | linear
   peak_lr: float
   warmup_fraction: float
   final_lr_fraction: float
+  decay_fraction: float  # warmup_stable_decay's decay share of the steps
   b1: float
   b2: float
   eps: float
@@ -100,6 +103,17 @@ class TrainSection:
   max_consecutive_skips: int
   async_checkpointing: bool
   peak_tflops_per_device: float
+  profile_steps: tuple  # (first step, count): a jax.profiler trace; count 0: off
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSection:
+  """config.eval: held-out evaluation in the loop (mio_jax/train/evaluation.py)."""
+  every: int  # steps between evaluations (and at step 1 and the last step); 0: off
+  batches: int  # global batches per evaluation, the same ones every time
+  mixed_shards: str  # a glob of held-out shards; "" with synthetic data: unseen synthetic rows
+  seed: int
+  pairing_samples: int  # per pair kind, for eval_pairing_margin_<kind>; 0: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +146,7 @@ class TrainingConfig:
   data: DataSection
   optimizer: OptimizerSection
   train: TrainSection
+  eval: EvalSection
   init_from: str  # parameters to start from (a run's workdir or step dir); "" for none
   runs_dir: str  # with init_from "": start from RUNS_DIR/previous_run when both are set
   previous_run: str

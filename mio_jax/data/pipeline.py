@@ -236,3 +236,37 @@ def build_dataset(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = Non
                     max_segments_per_row=data_cfg.max_segments_per_row)
   ds = ds.batch(local_rows(data_cfg, shard), drop_remainder=True)
   return ds
+
+
+def heldout_paths(data_cfg, pattern: str) -> list[str]:
+  """The held-out shards of `pattern` (config.eval.mixed_shards; relative: under data.data_dir)."""
+  full = pattern if os.path.isabs(pattern) or storage.is_remote(pattern) else os.path.join(
+      data_cfg.data_dir, pattern)
+  paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
+  if not paths:
+    raise FileNotFoundError(f"config.eval.mixed_shards={pattern!r}: no files match {full}")
+  return paths
+
+
+def build_heldout_dataset(data_cfg, vocab: Vocabulary, pattern: str, *, seed: int,
+                          shard: BatchShard | None = None,
+                          counts: dict[str, int] | None = None) -> grain.IterDataset:
+  """Batches of the held-out shards `pattern` (config.eval.mixed_shards) for evaluation.
+
+  Every record in shard order (no shuffle, no mixture: the held-out set is what it is), templated
+  and packed as in training, repeated so that any number of batches can be drawn. Built afresh
+  from the same `seed`, it yields the same batches every time. `counts`: as for ShardSource.
+  """
+  shard = shard or BatchShard.whole(int(data_cfg.global_batch))
+  source = ShardSource(heldout_paths(data_cfg, pattern), on_corrupt=data_cfg.on_corrupt, label="config.eval.mixed_shards",
+                       counts=counts)
+  records = grain.MapDataset.source(source)[shard.index::shard.count]
+  if len(records) == 0:
+    raise ValueError(f"config.eval.mixed_shards={pattern!r}: {len(source)} records, none for row "
+                     f"block {shard.index} of {shard.count}")
+  fn = _ToExample(vocab, template_options(data_cfg), data_cfg.seq_len, data_cfg.overlong, ("heldout",))
+  examples = records.repeat().map(_Tag(0)).seed(seed).random_map(fn)
+  ds = examples.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16))
+  ds = packing.pack(ds, seq_len=data_cfg.seq_len, packing_bins=data_cfg.packing_bins,
+                    max_segments_per_row=data_cfg.max_segments_per_row)
+  return ds.batch(local_rows(data_cfg, shard), drop_remainder=True)

@@ -1,7 +1,8 @@
 """The training loop: validate, build the mesh, init or resume, compile once, step, log, save.
 
-    config --validate--> mesh --> sharded state (init | resume | init_from) --> compiled step
-          --> for each batch: step, metrics every log_every, checkpoint every checkpoint_every
+    config --validate--> mesh --> sharded state (init | resume | init_from) --> compiled step (and
+          eval step) --> for each batch: step, metrics every log_every, held-out evaluation every
+          eval.every, checkpoint every checkpoint_every; timings in the rows (docs/metrics.md)
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from mio_jax.parallel.batch_split import batch_shard
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
-from mio_jax.train.divergence import NonFiniteGuard
+from mio_jax.train import schedules
 from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
+from mio_jax.train.divergence import NonFiniteGuard
+from mio_jax.train.evaluation import Evaluator
 from mio_jax.train.preemption import PreemptionWatcher
+from mio_jax.train.profiling import ProfileWindow
 from mio_jax.train.run_config import resolve_init_from, save_run_config
+from mio_jax.train.schedules import run_schedule
 from mio_jax.train.state import create_train_state, make_optimizer
 from mio_jax.train.synthetic_batches import SyntheticBatches
 from mio_jax.train.validate import check_same_config_everywhere, validate
@@ -59,6 +64,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   Raises TrainingHalted on a non-finite loss (config.train.on_nonfinite) and CheckpointError when
   no checkpoint of the workdir restores.
   """
+  run_start = time.perf_counter()
   mesh_lib.maybe_initialize_distributed()
   check_same_config_everywhere(config)
   validate(config, jax.devices())  # its keys, then its values; slices/nodes as make_mesh counts them
@@ -69,43 +75,56 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = get_rules(config.sharding.rules)
   model_cfg = ModelConfig.from_config(config.model)
-  tx, schedule = make_optimizer(config.optimizer, config.train.steps)
+  tc = config.train
+  manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
+                              async_save=tc.async_checkpointing)
+  # A resumed run keeps the schedule it started with (mio_jax/train/schedules.py).
+  spec = run_schedule(workdir, schedules.schedule_spec(config.optimizer, tc.steps),
+                      resuming=bool(manager.all_steps()), write=jax.process_index() == 0)
+  tx, schedule = make_optimizer(config.optimizer, tc.steps, spec)
   batch_sharding = NamedSharding(mesh, batch_spec())
   log.info("mesh %s; model %.1fM parameters", dict(mesh.shape), model_cfg.num_params() / 1e6)
 
-  tc = config.train
-  with jax.set_mesh(mesh), activation_sharding(mesh, rules):
-    kernel = attention_kernel_for(config, jax.default_backend())
-    state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules, kernel)
-    batches = make_batches(config, batch_sharding)
-    manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
-                                async_save=tc.async_checkpointing)
-    restored = ckpt.restore_newest(manager, state, shardings, batches)
-    if restored is not None:
-      state = restored
-      log.info("resumed from %s at step %d", manager.directory, int(jax.device_get(state.step)))
-    elif init_from := resolve_init_from(config):
-      params = ckpt.load_params(init_from, state.params, shardings.params)
-      state = dataclasses.replace(state, params=params)
-      log.info("initialised parameters from %s", init_from)
+  try:
+    with jax.set_mesh(mesh), activation_sharding(mesh, rules):
+      kernel = attention_kernel_for(config, jax.default_backend())
+      state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules, kernel)
+      batches = make_batches(config, batch_sharding)
+      start = time.perf_counter()
+      restored = ckpt.restore_newest(manager, state, shardings, batches)
+      if restored is not None:
+        state = restored
+        log.info("resumed from %s at step %d", manager.directory, int(jax.device_get(state.step)))
+      elif init_from := resolve_init_from(config):
+        params = ckpt.load_params(init_from, state.params, shardings.params)
+        state = dataclasses.replace(state, params=params)
+        log.info("initialised parameters from %s", init_from)
+      startup = {"restore_seconds": time.perf_counter() - start}
 
-    step_fn = train_step_fn(config, graphdef, tx, schedule)  # the step train_compile compiles
-    compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
-    last = min(tc.steps, stop_at_step or tc.steps)
-    try:
-      return _Run(config, workdir, manager, model_cfg, int(jax.device_get(state.step))).run(
-          compiled, state, batches, last)
-    finally:
-      manager.close()
+      start = time.perf_counter()
+      step_fn = train_step_fn(config, graphdef, tx, schedule)  # the step train_compile compiles
+      compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
+      # The eval step (compiled once, with the train step's shardings) and its pairing rows.
+      evaluator = Evaluator(config, graphdef, state.params, shardings.params, batch_sharding)
+      startup["compile_seconds"] = time.perf_counter() - start
+      log.info("restore %.1fs, compile %.1fs", startup["restore_seconds"], startup["compile_seconds"])
+      last = min(tc.steps, stop_at_step or tc.steps)
+      run = _Run(config, workdir, manager, model_cfg, int(jax.device_get(state.step)), evaluator,
+                 metrics_lib.StepTimes(run_start), startup)
+      return run.run(compiled, state, batches, last)
+  finally:
+    manager.close()
 
 
 class _Run:
-  """The stepping part of a run: log every log_every, save every checkpoint_every, watch for
-  preemption and non-finite steps (docs/checkpoints.md)."""
+  """The stepping part of a run: log every log_every, evaluate when due, save every
+  checkpoint_every, time it all, watch for preemption and non-finite steps (docs/checkpoints.md,
+  docs/metrics.md)."""
 
-  def __init__(self, config, workdir, manager, model_cfg, first_step: int):
+  def __init__(self, config, workdir, manager, model_cfg, first_step: int, evaluator: Evaluator,
+               times: metrics_lib.StepTimes, startup: dict[str, float]):
     tc = self.tc = config.train
-    self.manager = manager
+    self.manager, self.evaluator, self.times = manager, evaluator, times
     self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                            resume_step=first_step)
     self.guard = NonFiniteGuard(tc.on_nonfinite, tc.max_consecutive_skips)
@@ -113,41 +132,79 @@ class _Run:
         config.data.global_batch * config.data.seq_len,
         metrics_lib.train_flops_per_token(model_cfg, config.data.seq_len),
         metrics_lib.num_devices_peak(tc.peak_tflops_per_device))
+    self.profile = ProfileWindow(workdir, tc.profile_steps)
     self.workdir, self.pending, self.losses = workdir, [], {}
+    self.once = dict(startup)  # compile and restore time: in the run's first row
     self.start = time.perf_counter()
 
   def run(self, compiled, state, batches, last: int) -> TrainResult:
     step, preempted = int(jax.device_get(state.step)), False
+    self.throughput.read()  # windows start at the first step
+    self.times.restart_window()
     try:
       with PreemptionWatcher() as watcher:
         while step < last:
-          state, metrics = compiled(state, next(batches))
+          start = time.perf_counter()
+          batch = next(batches)
+          self.times.add("data_wait", time.perf_counter() - start)
+          self.profile.before_step(step + 1)
+          state, metrics = compiled(state, batch)
           step += 1
+          self.profile.after_step(step, metrics)
           self.throughput.step()
+          self.times.step()
           self.pending.append((step, metrics))
           preempted = watcher.reached(step)
-          if step % self.tc.log_every == 0 or step == last or preempted:
-            self.flush(step)
-          if step % self.tc.checkpoint_every == 0 or step == last or preempted:
-            self.flush(step)  # no state is saved before every step in it was checked
+          evaluation = self.evaluate(step, state)
+          save = step % self.tc.checkpoint_every == 0 or step == last or preempted
+          if save:  # no state is saved before every step in it was checked (flush)
+            held = self.flush(step, evaluation, hold_last=True)
+            start = time.perf_counter()
             ckpt.save(self.manager, state, batches)
+            blocked = time.perf_counter() - start
+            self.times.add("checkpoint", blocked)
+            if held:
+              self.writer.write(held[0], {**held[1], "checkpoint_seconds": blocked})
             self.writer.sync()  # on gs:// the rows reach the bucket with the checkpoint
+          elif step % self.tc.log_every == 0 or evaluation:
+            self.flush(step, evaluation)
           if preempted:
             self.manager.wait_until_finished()
             log.info("preempted: saved step %d to %s; rerun the same command to resume", step,
                      self.manager.directory)
             break
+      start = time.perf_counter()
       self.manager.wait_until_finished()
+      log.info("last checkpoint written %.1fs after the last step", time.perf_counter() - start)
     finally:
+      self.profile.stop()
       self.writer.close()
     return TrainResult(final_step=step, losses=self.losses, workdir=self.workdir, preempted=preempted)
 
-  def flush(self, step: int) -> None:
-    """Fetch the pending steps' metrics, check each is finite, write them."""
+  def evaluate(self, step: int, state) -> dict[str, float | None]:
+    if not self.evaluator.due(step):
+      return {}
+    jax.block_until_ready(state)  # the steps in flight are step time, not evaluation time
+    start = time.perf_counter()
+    scalars = self.evaluator.evaluate(state.params)
+    seconds = time.perf_counter() - start
+    self.times.add("eval", seconds)
+    parts = [f"{k.removeprefix('eval_loss_').replace('eval_pairing_margin_', 'margin ')} {v:.3f}"
+             for k, v in scalars.items() if k != "eval_loss" and v is not None]
+    log.info("step %d eval loss %.4f (%s) %.1fs", step, scalars["eval_loss"], " ".join(parts), seconds)
+    return {**scalars, "eval_seconds": seconds}
+
+  def flush(self, step: int, extra: dict | None = None, hold_last: bool = False):
+    """Fetch the pending steps' metrics, check each is finite, write them; the last row gets the
+    window's timings and `extra`. With hold_last, that row is checked but returned, not written
+    (the caller adds the checkpoint's time to it)."""
     if not self.pending:
-      return
-    tokens_per_s, mfu = self.throughput.read()
+      return None
     rows, self.pending = jax.device_get(self.pending), []
+    # After the fetch, which waits for the window's steps to finish on the device.
+    tokens_per_s, mfu = self.throughput.read(self.times.excluded())
+    timings = self.times.read()
+    held = None
     for s, m in rows:
       scalars = {k: float(v) for k, v in m.items() if not k.startswith("tokens_") and k != "finite"}
       for name in [k[len("tokens_"):] for k in m if k.startswith("tokens_")]:
@@ -155,10 +212,22 @@ class _Run:
           scalars[f"loss_{name}"] = None
       finite = bool(m["finite"])
       scalars["skipped"] = 0.0 if finite or self.guard.policy == "halt" else 1.0
+      scalars.update(tokens_per_second=tokens_per_s, mfu=mfu)
+      if s == step:
+        scalars.update(**timings, **self.once, **(extra or {}))
+        self.once = {}
       self.losses[s] = scalars["loss"]
-      self.writer.write(s, {**scalars, "tokens_per_second": tokens_per_s, "mfu": mfu})
-      self.guard.observe(s, finite, scalars["loss"], scalars["grad_norm"])
+      try:
+        self.guard.observe(s, finite, scalars["loss"], scalars["grad_norm"])
+      except Exception:
+        self.writer.write(s, scalars)  # the row that halts the run is written first
+        raise
+      if hold_last and s == step:
+        held = (s, scalars)
+      else:
+        self.writer.write(s, scalars)
     _progress(step, self.tc.steps, scalars, tokens_per_s, mfu, time.perf_counter() - self.start)
+    return held
 
 
 def _progress(step, total, scalars, tokens_per_s, mfu, elapsed) -> None:

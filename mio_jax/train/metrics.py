@@ -1,4 +1,4 @@
-"""Throughput, MFU, and the writers: TensorBoard event files (tensorboardX) and metrics.jsonl."""
+"""Throughput, MFU, where the time goes, and the writers: TensorBoard event files (tensorboardX) and metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -187,9 +187,10 @@ class Throughput:
   def step(self) -> None:
     self._steps += 1
 
-  def read(self) -> tuple[float, float | None]:
+  def read(self, excluded_s: float = 0.0) -> tuple[float, float | None]:
+    """Over the time since the last read less `excluded_s` (evaluations, checkpoint saves)."""
     now = time.perf_counter()
-    elapsed = max(now - self._t, 1e-9)
+    elapsed = max(now - self._t - excluded_s, 1e-9)
     tokens_per_s = self._steps * self.tokens_per_step / elapsed
     mfu = tokens_per_s * self.flops_per_token / (self.peak * 1e12) if self.peak else None
     self._t, self._steps = now, 0
@@ -199,3 +200,48 @@ class Throughput:
 def num_devices_peak(override: float) -> float | None:
   per = peak_tflops(jax.devices()[0], override)
   return per * jax.device_count() if per else None
+
+
+class StepTimes:
+  """Where a run's wall time goes, per logging window (docs/metrics.md).
+
+  The loop reports each wait as it happens (`add("data_wait" | "eval" | "checkpoint", seconds)`,
+  `step()` per step); `read()` at the end of a window, once the window's steps have finished on
+  the device, returns per step: `step_seconds` (the window's wall time less evaluations and
+  checkpoint saves) and `data_wait_seconds` (host time in the input pipeline), and `goodput`: the
+  run's productive step time so far (step time less data waits) over its wall time since `start`
+  (startup, restore and compilation included).
+  """
+
+  WAITS = ("data_wait", "eval", "checkpoint")
+
+  def __init__(self, start: float):
+    self.start, self.productive = start, 0.0
+    self._begin()
+
+  def _begin(self) -> None:
+    self._t, self._steps = time.perf_counter(), 0
+    self.waits = dict.fromkeys(self.WAITS, 0.0)
+
+  def restart_window(self) -> None:
+    """The first window starts at the first step, not at the start of the run."""
+    self._begin()
+
+  def add(self, kind: str, seconds: float) -> None:
+    self.waits[kind] += seconds
+
+  def step(self) -> None:
+    self._steps += 1
+
+  def excluded(self) -> float:
+    return self.waits["eval"] + self.waits["checkpoint"]
+
+  def read(self) -> dict[str, float]:
+    now = time.perf_counter()
+    steps = max(self._steps, 1)
+    stepping = max(now - self._t - self.excluded(), 0.0)
+    self.productive += max(stepping - self.waits["data_wait"], 0.0)
+    out = {"step_seconds": stepping / steps, "data_wait_seconds": self.waits["data_wait"] / steps,
+           "goodput": self.productive / max(now - self.start, 1e-9)}
+    self._begin()
+    return out

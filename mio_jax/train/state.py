@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mio_jax.model.attention import AttentionKernel
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.parallel.rules import Rules, named_sharding
+from mio_jax.train.schedules import ScheduleSpec, build_schedule, schedule_spec
 
 
 @flax.struct.dataclass
@@ -29,19 +30,14 @@ class TrainState:
 
 
 def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
-  """Linear warmup to peak over warmup_fraction of the steps, then cosine to the floor (MIO)."""
-  warmup = max(1, int(round(opt_cfg.warmup_fraction * total_steps)))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0,
-      peak_value=opt_cfg.peak_lr,
-      warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1),
-      end_value=opt_cfg.peak_lr * opt_cfg.final_lr_fraction,
-  )
+  """config.optimizer.schedule over `total_steps` (mio_jax/train/schedules.py; MIO's: warmup + cosine)."""
+  return build_schedule(schedule_spec(opt_cfg, total_steps))
 
 
-def make_optimizer(opt_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  schedule = learning_rate_schedule(opt_cfg, total_steps)
+def make_optimizer(opt_cfg, total_steps: int, spec: ScheduleSpec | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW on config.optimizer; the schedule is `spec` when given (a resumed run's saved one)."""
+  schedule = build_schedule(spec or schedule_spec(opt_cfg, total_steps))
   tx = optax.chain(
       optax.clip_by_global_norm(opt_cfg.clip_norm),
       optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,

@@ -37,6 +37,17 @@ def modality_masks(targets: jax.Array, ranges: dict[str, tuple[int, int]]) -> di
   return {name: (targets >= lo) & (targets < hi) for name, (lo, hi) in ranges.items()}
 
 
+def token_losses(model, batch: dict, z_loss: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Per-token loss (with z-loss) and negative log-likelihood [B, T] of a batch; the training step
+  and the held-out evaluation (mio_jax/train/evaluation.py) both score tokens here."""
+  if model.cfg.loss_chunk:  # logits a chunk at a time (mio_jax/train/chunked_loss.py)
+    hidden = model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"])
+    return chunked_token_losses(hidden, model.lm_head[...], batch["targets"], z_loss=z_loss,
+                                chunk=model.cfg.loss_chunk, used_vocab=model.cfg.used_vocab_size)
+  logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
+  return cross_entropy(logits, batch["targets"], z_loss=z_loss)
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     *, modality_ranges: dict[str, tuple[int, int]], grad_accum_steps: int = 1,
                     z_loss: float = 0.0, skip_nonfinite: bool = False) -> Callable:
@@ -49,14 +60,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
   """
 
   def summed_loss(params, batch):
-    model = nnx.merge(graphdef, params)
-    if model.cfg.loss_chunk:  # logits a chunk at a time (mio_jax/train/chunked_loss.py)
-      hidden = model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"])
-      loss, nll = chunked_token_losses(hidden, model.lm_head[...], batch["targets"], z_loss=z_loss,
-                                       chunk=model.cfg.loss_chunk, used_vocab=model.cfg.used_vocab_size)
-    else:
-      logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
-      loss, nll = cross_entropy(logits, batch["targets"], z_loss=z_loss)
+    loss, nll = token_losses(nnx.merge(graphdef, params), batch, z_loss)
     mask = batch["loss_mask"].astype(jnp.float32)
     sums = {"loss": jnp.sum(nll * mask), "tokens": jnp.sum(mask)}
     for name, m in modality_masks(batch["targets"], modality_ranges).items():

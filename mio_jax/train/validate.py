@@ -18,9 +18,8 @@ from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
 from mio_jax.train.run_config import resolve_init_from
+from mio_jax.train.schedules import SCHEDULES
 from mio_jax.vocab import Vocabulary
-
-
 
 
 def validate(config, devices: Sequence | Topology) -> dict[str, int]:
@@ -111,7 +110,26 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if t.on_nonfinite not in NONFINITE_POLICIES:
     raise ConfigError(f"config.train.on_nonfinite={t.on_nonfinite!r} is not one of "
                       f"{', '.join(NONFINITE_POLICIES)}")
+  profile = tuple(t.profile_steps)
+  if len(profile) != 2 or profile[0] < 1 or profile[1] < 0:
+    raise ConfigError(f"config.train.profile_steps={profile} must be (first step >= 1, count >= 0)")
+  _check_schedule(config.optimizer)
+  e = config.eval
+  for key, least in (("every", 0), ("batches", 1), ("pairing_samples", 0)):
+    if e[key] < least:
+      raise ConfigError(f"config.eval.{key}={e[key]} must be at least {least}")
   return axes
+
+
+def _check_schedule(opt) -> None:
+  if opt.schedule not in SCHEDULES:
+    raise ConfigError(f"config.optimizer.schedule={opt.schedule!r} is not one of {', '.join(SCHEDULES)}")
+  for key in ("warmup_fraction", "decay_fraction", "final_lr_fraction"):
+    if not 0.0 <= opt[key] <= 1.0:
+      raise ConfigError(f"config.optimizer.{key}={opt[key]} must be between 0 and 1")
+  if opt.schedule == "warmup_stable_decay" and opt.warmup_fraction + opt.decay_fraction > 1.0:
+    raise ConfigError(f"config.optimizer.decay_fraction={opt.decay_fraction} and warmup_fraction="
+                      f"{opt.warmup_fraction} add up to more than the whole run")
 
 
 def check_same_config_everywhere(config) -> None:

@@ -19,7 +19,7 @@ from mio_jax.train.validate import validate
 from mio_jax.vocab import VOCAB_KEYS, Vocabulary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SECTIONS = ("", "model", "vocab", "data", "data.sources.text", "optimizer", "train", "mesh",
+SECTIONS = ("", "model", "vocab", "data", "data.sources.text", "optimizer", "train", "eval", "mesh",
             "mesh.ici", "mesh.dcn", "sharding")
 
 

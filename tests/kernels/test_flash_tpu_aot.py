@@ -75,7 +75,8 @@ def test_train_step_compiles_for_v5e(v5e_mesh, impl):
   model_cfg = ModelConfig(vocab_size=1024, embed_dim=256, num_layers=2, num_heads=8,
                           num_kv_heads=2, head_dim=128, mlp_dim=512, attention_impl=impl)
   opt = ml_collections.ConfigDict(dict(peak_lr=1e-3, warmup_fraction=0.1, final_lr_fraction=0.1,
-                                       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+                                       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0,
+                                       schedule="warmup_cosine", decay_fraction=0.0))
   tx, schedule = make_optimizer(opt, 100)
   rules = get_rules("fsdp")
   from mio_jax.model.attention import AttentionKernel

@@ -19,7 +19,8 @@ from mio_jax.train.synthetic_batches import synthetic_row
 CFG = ModelConfig(vocab_size=64, embed_dim=32, num_layers=8, num_heads=4, num_kv_heads=4, head_dim=8,
                   mlp_dim=64, dtype="float32", remat_policy="full")
 OPT = ml_collections.ConfigDict(dict(peak_lr=1e-3, warmup_fraction=0.0, final_lr_fraction=1.0, b1=0.9,
-                                     b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1e9))
+                                     b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1e9,
+                                     schedule="warmup_cosine", decay_fraction=0.0))
 RANGES = {"text": (0, 64)}
 ROWS, LENGTH = 4, 256
 

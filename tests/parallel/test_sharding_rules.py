@@ -13,7 +13,8 @@ from mio_jax.train.state import create_train_state, make_optimizer
 CFG = ModelConfig(vocab_size=96, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                   mlp_dim=64, dtype="float32")
 OPT = ml_collections.ConfigDict(dict(peak_lr=1e-3, warmup_fraction=0.1, final_lr_fraction=0.1, b1=0.9,
-                                     b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+                                     b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0,
+                                     schedule="warmup_cosine", decay_fraction=0.0))
 
 # Expected specs (stacked layer axis first for block params), with mesh data=2, fsdp=2, tensor=2.
 EXPECTED = {

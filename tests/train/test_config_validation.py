@@ -37,6 +37,11 @@ def smoke():
     (lambda c: c.optimizer.update(grad_accum_steps=3), r"^config.data.global_batch=8 is not divisible by .* grad_accum_steps 3$"),
     (lambda c: c.sharding.update(rules="zero3"), r"^config.sharding.rules='zero3' is not one of"),
     (lambda c: c.update(init_from="/nonexistent/run"), r"^config.init_from='/nonexistent/run' does not exist$"),
+    (lambda c: c.optimizer.update(schedule="cosine"), r"^config.optimizer.schedule='cosine' is not one of warmup_cosine, "),
+    (lambda c: c.optimizer.update(schedule="warmup_stable_decay", warmup_fraction=0.5, decay_fraction=0.6),
+     r"^config.optimizer.decay_fraction=0.6 and warmup_fraction=0.5 add up to more than the whole run$"),
+    (lambda c: c.train.update(profile_steps=(0, 2)), r"^config.train.profile_steps=\(0, 2\) must be \(first step"),
+    (lambda c: c.eval.update(batches=0), r"^config.eval.batches=0 must be at least 1$"),
 ])
 def test_bad_config_names_its_key(edit, match):
   c = smoke()

@@ -18,7 +18,8 @@ from mio_jax.train.synthetic_batches import synthetic_row
 CFG = ModelConfig(vocab_size=64, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                   mlp_dim=64, dtype="float32", remat_policy="none")
 OPT = ml_collections.ConfigDict(dict(peak_lr=1e-3, warmup_fraction=0.0, final_lr_fraction=1.0, b1=0.9,
-                                     b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1e9))
+                                     b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1e9,
+                                     schedule="warmup_cosine", decay_fraction=0.0))
 RANGES = {"text": (0, 32), "image": (32, 48), "speech": (48, 64)}
 
 

@@ -2,7 +2,8 @@
 jax.distributed from JAX_* variables), on real token shards of the mini corpus.
 
 - Its losses equal those of 1 process x 8 devices on the same global batch (data.streams=2 makes
-  the batches independent of the process count).
+  the batches independent of the process count), and so do its held-out eval losses and pairing
+  margins (every process runs the eval step on its rows; process 0 writes).
 - SIGKILL to every process mid-run, then the same command again: each host resumes at its own data
   position (its batch log continues exactly where the uninterrupted run's would), and the loss
   trajectory equals the uninterrupted run's.
@@ -32,7 +33,8 @@ DRIVER = os.path.join(ROOT, "tests", "train", "logged_train.py")
 def _overrides(shards):
   return {"data.mixed_shards": shards, "data.seq_len": 256, "data.global_batch": 8,
           "data.streams": 2, "train.steps": STEPS, "train.checkpoint_every": EVERY,
-          "train.log_every": 1, "mesh.ici.data": 2, "mesh.ici.fsdp": -1, "mesh.ici.tensor": 1}
+          "train.log_every": 1, "mesh.ici.data": 2, "mesh.ici.fsdp": -1, "mesh.ici.tensor": 1,
+          "eval.mixed_shards": shards, "eval.every": EVERY, "eval.batches": 1, "eval.pairing_samples": 2}
 
 
 def _launch(workdir, shards, tag, num_processes=2):
@@ -98,6 +100,7 @@ def _one_process_config(shards):
   c = smoke_on_shards(shards, steps=STEPS, checkpoint_every=EVERY)
   c.data.streams = 2
   c.mesh.ici.update(data=2, fsdp=-1, tensor=1)
+  c.eval.update(mixed_shards=shards, every=EVERY, batches=1, pairing_samples=2)
   return c
 
 
@@ -123,6 +126,13 @@ def test_two_processes_train_as_one_process_with_all_devices(reference, mini_sha
   print(f"max relative loss difference, 2 processes vs 1: {worst:.3g}")
   assert abs(two[1] - one[1]) <= 2 * np.spacing(np.float32(one[1]))
   assert worst < 1e-6
+  # Every process ran the eval step on its rows of the same held-out batches (streams again).
+  evals = [{r["step"]: (r["eval_loss"], r["eval_pairing_margin_speech_text"])
+            for r in metrics_rows(w) if "eval_loss" in r} for w in (reference, tmp_path)]
+  assert sorted(evals[0]) == sorted(evals[1]) == [1, EVERY, STEPS]
+  for step, (loss, margin) in evals[0].items():
+    assert loss == pytest.approx(evals[1][step][0], rel=1e-5)
+    assert margin == pytest.approx(evals[1][step][1], abs=1e-4)
 
 
 @pytest.mark.slow  # several 2-process launches

@@ -23,6 +23,19 @@ def smoke_on_shards(shards_glob: str, stage: int = 1, **train):
   return c
 
 
+def eval_config(steps=8):
+  """A quick synthetic run on 8 devices with held-out evaluation every 4 steps."""
+  c = stage_config(1, "smoke")
+  c.vocab.image_codes = 1024  # 6126 ids: quick steps
+  c.model.vocab_size = 6126
+  c.data.update(seq_len=32, global_batch=8)
+  c.optimizer.peak_lr = 1e-2
+  c.train.update(steps=steps, log_every=2, checkpoint_every=4, async_checkpointing=False)
+  c.eval.update(every=4, batches=2, seed=3)
+  c.mesh.ici.update(data=2, fsdp=2, tensor=2)
+  return c
+
+
 def cli_flags(overrides: dict[str, object]) -> list[str]:
   return [f"--config.{k}={v}" for k, v in overrides.items()]
 
