@@ -46,7 +46,7 @@ class PairingResult:
             f"{self.wins:.0%}")
 
 
-def _text_of(sample: Sample) -> str:
+def text_of(sample: Sample) -> str:
   return media_and_text(sample, MEDIA[sample.kind], sample.source)[1]
 
 
@@ -61,7 +61,7 @@ def _with_media(sample: Sample, media: dict) -> Sample:
 
 def mismatched_partners(samples: list[Sample]) -> list[int]:
   """For each sample, the nearest later one (cyclically) whose text differs."""
-  texts = [_text_of(s) for s in samples]
+  texts = [text_of(s) for s in samples]
   partners = []
   for i, text in enumerate(texts):
     others = [(i + k) % len(texts) for k in range(1, len(texts))]
@@ -77,7 +77,7 @@ def scored_tokens(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.nda
   opts = TemplateOptions(stage=stage, image_generation_prob=0.0, video_generation_prob=0.0,
                          speech_generation_prob=0.0)  # probability 0: always media first
   ids, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source)
-  scored = len(vocab.encode_text(_text_of(sample).strip())) + 1  # the text ends the template, then EOS
+  scored = len(vocab.encode_text(text_of(sample).strip())) + 1  # the text ends the template, then EOS
   weights = np.zeros(len(ids), np.float32)
   weights[-scored:] = 1.0
   return ids, weights

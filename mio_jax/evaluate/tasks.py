@@ -22,7 +22,7 @@ import numpy as np
 
 from mio_jax.data.shards import Sample, ShardReader
 from mio_jax.evaluate import text_metrics
-from mio_jax.evaluate.pairing import MEDIA, _text_of, scored_tokens
+from mio_jax.evaluate.pairing import MEDIA, text_of, scored_tokens
 from mio_jax.evaluate.perplexity import modality_perplexity
 from mio_jax.generate.constraints import Layout
 from mio_jax.generate.decode import Settings, generate
@@ -49,7 +49,7 @@ def read_samples(patterns: str) -> list[Sample]:
 def prompt_and_reference(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.ndarray, str]:
   """The template's ids before the text (the prompt) and the text itself (the reference)."""
   ids, weights = scored_tokens(sample, vocab, stage)
-  return ids[:int(np.flatnonzero(weights)[0])], _text_of(sample).strip()
+  return ids[:int(np.flatnonzero(weights)[0])], text_of(sample).strip()
 
 
 def _image_tokens(samples: list[Sample]) -> int:
@@ -63,7 +63,8 @@ def _image_tokens(samples: list[Sample]) -> int:
 
 def generate_texts(model, vocab: Vocabulary, prompts: list[np.ndarray], *, max_new_tokens: int,
                    batch_size: int, image_tokens: int) -> list[str]:
-  """Greedy continuation of each prompt, up to EOS / <|im_end|>, as text (media blocks dropped)."""
+  """Greedy continuation of each prompt, up to EOS / <|im_end|>, as text. Media blocks the model
+  opens are dropped; special tokens it writes stay, as their pieces (they are not the reference's)."""
   layout = Layout.from_vocab(vocab, image_tokens)
   stops = tuple(sorted({vocab.eos, vocab.im_end}))
   texts = []
@@ -82,10 +83,10 @@ def generate_texts(model, vocab: Vocabulary, prompts: list[np.ndarray], *, max_n
   return texts
 
 
-def _task(model, vocab, samples, *, task, stage, max_new_tokens, batch_size) -> dict:
+def _task(model, vocab, samples, *, task, stage, max_new_tokens, batch_size, image_tokens) -> dict:
   pairs = [prompt_and_reference(s, vocab, stage) for s in samples]
   hypotheses = generate_texts(model, vocab, [p for p, _ in pairs], max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, image_tokens=_image_tokens(samples))
+                              batch_size=batch_size, image_tokens=image_tokens)
   references = [r for _, r in pairs]
   if task == "captioning":
     scores = text_metrics.caption_scores(hypotheses, [[r] for r in references])
@@ -115,8 +116,8 @@ def task_metrics(model, vocab: Vocabulary, samples: list[Sample], *, stage: int,
     group = group[:max_samples] if max_samples else group
     chosen += group
     if group:
-      report[task] = _task(model, vocab, group, task=task, stage=template_stage,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size)
+      report[task] = _task(model, vocab, group, task=task, stage=template_stage, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, image_tokens=_image_tokens(samples))
   others = [s for s in samples if s.kind not in MEDIA]
   report["perplexity"] = {"samples": len(chosen + others), **modality_perplexity(
       model, vocab, chosen + others, stage=template_stage, batch_size=batch_size)}
