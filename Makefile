@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.txt -e '.[test]'
+	$(BIN)/pip install -q -c requirements.txt -e '.[test,eval]'
 	# References whose package metadata pulls GPU builds or trainers: install the modules only.
 	$(BIN)/pip install -q --no-deps speechtokenizer==1.0.1 taming-transformers-rom1504==0.0.6
 	touch $(STAMP)

@@ -8,7 +8,9 @@
   3. stages 1 to 4 (`:smoke` configs) on the training shards, on 8 simulated devices, each stage
      starting from the previous one's parameters
   4. learning evidence after every stage: held-out captions and transcripts scored after their own
-     media and after another sample's (mio_jax/evaluate/pairing.py)
+     media and after another sample's (mio_jax/evaluate/pairing.py); after stage 4, task metrics on
+     the held-out split: captioning CIDEr-D / BLEU-4, ASR WER / CER, per-modality perplexity
+     (mio_jax/evaluate/tasks.py, as launch/evaluate.py computes them)
   5. the final checkpoint exported to a Hugging Face Llama folder
   6. generation from the final checkpoint: a caption from an image, a transcript from speech, an
      image from a caption and speech from text, the media decoded to PNG and WAV
@@ -25,7 +27,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is the CPU run, even where libtpu is installed
 
-import glob  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
@@ -44,6 +45,8 @@ flags.DEFINE_enum("speech_tokenizer", "trained", ["trained", "random"],
                   "(data/tokenizers/tiny_speechtokenizer); random: random weights (codes hash the waveform).")
 flags.DEFINE_integer("image_holdout_every", 8, "Hold out every N-th image-text pair.")
 flags.DEFINE_integer("speech_holdout_every", 5, "Hold out every N-th speech-text pair.")
+# Greedy generation of 16 captions and 16 transcripts keeps the task metrics to seconds on 2 cores.
+flags.DEFINE_integer("eval_samples", 16, "Held-out samples per task for the task metrics (0: all).")
 FLAGS = flags.FLAGS
 
 
@@ -124,14 +127,9 @@ def train_stages(root: str, shards: str, log: list) -> list:
 
 
 def heldout_samples(pattern: str) -> list:
-  from mio_jax.data.shards import ShardReader
+  from mio_jax.evaluate.tasks import read_samples
 
-  samples = []
-  for path in sorted(glob.glob(pattern)):
-    reader = ShardReader(path)
-    samples += [reader[i] for i in range(len(reader))]
-    reader.close()
-  return samples
+  return read_samples(pattern)
 
 
 def learning_evidence(results: list, samples: list) -> dict:
@@ -149,6 +147,18 @@ def learning_evidence(results: list, samples: list) -> dict:
           "samples": r.samples, "real": round(r.real, 4), "mismatched": round(r.mismatched, 4),
           "margin": round(r.margin, 4), "real_lower_fraction": round(r.wins, 4)}
   return table
+
+
+def task_metrics(checkpoint: str, samples: list) -> dict:
+  """Captioning, ASR and perplexity of the final checkpoint on the held-out split (launch/evaluate.py)."""
+  from mio_jax.evaluate.tasks import format_table, task_metrics
+  from mio_jax.generate.load import load_model
+
+  model, vocab = load_model(checkpoint)
+  report = task_metrics(model, vocab, samples, stage=4, max_samples=FLAGS.eval_samples, max_new_tokens=24)
+  for line in format_table(report).splitlines():
+    print(f"[demo] stage 4: {line}", flush=True)
+  return report
 
 
 def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list[dict]:
@@ -204,6 +214,7 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
 def main(argv):
   del argv
   from mio_jax.console import setup_console_logging
+  from mio_jax.evaluate.tasks import format_table
   from mio_jax.export.to_hf import export
 
   setup_console_logging()
@@ -212,6 +223,7 @@ def main(argv):
   results = train_stages(root, tokens["train"], log)
   samples = heldout_samples(tokens["heldout"])
   evidence = timed(log, "learning evidence (held-out pairing)", learning_evidence, results, samples)
+  metrics = timed(log, "task metrics (held-out, stage 4)", task_metrics, results[-1][2].workdir, samples)
   hf_dir = os.path.join(root, "hf_export")
   timed(log, "export to Hugging Face", export, results[-1][2].workdir, hf_dir)
   generated = timed(log, "generate (4 directions)", showcase, results[-1][2].workdir, samples, tokens,
@@ -238,13 +250,16 @@ def main(argv):
     for kind, r in kinds.items():
       print(f"    {stage} {kind:<12} real {r['real']:.3f}  mismatched {r['mismatched']:.3f}  "
             f"margin {r['margin']:+.3f}  ({r['real_lower_fraction']:.0%} of {r['samples']} lower)")
+  print("  task metrics of stage 4 on the held-out split (docs/evaluation.md):")
+  for line in format_table(metrics).splitlines():
+    print(f"    {line}")
   print(f"  token shards: {os.path.dirname(tokens['train'])} ({tokens['train_samples']} samples), held out "
         f"{os.path.dirname(tokens['heldout'])} ({tokens['heldout_samples']})")
   print(f"  Hugging Face export (transformers loads it): {hf_dir}")
   for row in generated:
     print(f"  {row['task']}: {row['output'][:70]!r}" + (f" -> {row['file']}" if "file" in row else ""))
   summary = {"steps": [{"what": w, "seconds": round(s, 1)} for w, s in log], "stages": stages,
-             "learning_evidence": evidence, "tokens": tokens, "hf_export": hf_dir, "generated": generated}
+             "learning_evidence": evidence, "task_metrics": metrics, "tokens": tokens, "hf_export": hf_dir, "generated": generated}
   with open(os.path.join(root, "demo_summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   print(f"  everything above: {os.path.join(root, 'demo_summary.json')}")

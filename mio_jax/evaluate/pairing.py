@@ -46,7 +46,7 @@ class PairingResult:
             f"{self.wins:.0%}")
 
 
-def _text_of(sample: Sample) -> str:
+def text_of(sample: Sample) -> str:
   return media_and_text(sample, MEDIA[sample.kind], sample.source)[1]
 
 
@@ -61,7 +61,7 @@ def _with_media(sample: Sample, media: dict) -> Sample:
 
 def mismatched_partners(samples: list[Sample]) -> list[int]:
   """For each sample, the nearest later one (cyclically) whose text differs."""
-  texts = [_text_of(s) for s in samples]
+  texts = [text_of(s) for s in samples]
   partners = []
   for i, text in enumerate(texts):
     others = [(i + k) % len(texts) for k in range(1, len(texts))]
@@ -77,7 +77,7 @@ def scored_tokens(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.nda
   opts = TemplateOptions(stage=stage, image_generation_prob=0.0, video_generation_prob=0.0,
                          speech_generation_prob=0.0)  # probability 0: always media first
   ids, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source)
-  scored = len(vocab.encode_text(_text_of(sample).strip())) + 1  # the text ends the template, then EOS
+  scored = len(vocab.encode_text(text_of(sample).strip())) + 1  # the text ends the template, then EOS
   weights = np.zeros(len(ids), np.float32)
   weights[-scored:] = 1.0
   return ids, weights
@@ -91,16 +91,25 @@ def _token_losses(graphdef, state, ids, segment_ids):
   return cross_entropy(logits, ids[:, 1:])[1]
 
 
-def sequence_losses(model, sequences: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-  """Mean weighted next-token loss of each (ids, weights) sequence, right-padded into one batch."""
-  length = max(len(ids) for ids, _ in sequences)
+def token_losses(model, sequences: list[np.ndarray], *, length_multiple: int = 1) -> np.ndarray:
+  """-log p of each next token [len(sequences), length - 1], float32: row r's first len(r) - 1 entries
+  are its tokens' losses, the rest is padding. Sequences are right-padded to a common length, rounded
+  up to `length_multiple` (fewer shapes to compile)."""
+  length = -(-max(len(ids) for ids in sequences) // length_multiple) * length_multiple
   ids = np.zeros((len(sequences), length), np.int32)
   segments = np.zeros_like(ids)
-  weights = np.zeros((len(sequences), length), np.float32)
-  for row, (seq, w) in enumerate(sequences):
-    ids[row, :len(seq)], segments[row, :len(seq)], weights[row, :len(seq)] = seq, 1, w
+  for row, seq in enumerate(sequences):
+    ids[row, :len(seq)], segments[row, :len(seq)] = seq, 1
   graphdef, state = nnx.split(model)
-  losses = np.asarray(_token_losses(graphdef, state, jnp.asarray(ids), jnp.asarray(segments)))
+  return np.asarray(_token_losses(graphdef, state, jnp.asarray(ids), jnp.asarray(segments)))
+
+
+def sequence_losses(model, sequences: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+  """Mean weighted next-token loss of each (ids, weights) sequence, right-padded into one batch."""
+  losses = token_losses(model, [ids for ids, _ in sequences])
+  weights = np.zeros((len(sequences), losses.shape[1] + 1), np.float32)
+  for row, (_, w) in enumerate(sequences):
+    weights[row, :len(w)] = w
   w = weights[:, 1:]  # the weight of a token is the weight of predicting it
   return (losses * w).sum(1) / w.sum(1)
 

@@ -2,7 +2,7 @@
 
 The demo runs in a subprocess, as `make demo` runs it (it sets its own 8 host devices). Checked:
 token shards and their accounting, the held-out split, four stage runs chained by init_from, the
-learning-evidence table, the Hugging Face export (transformers loads it and its logits equal ours),
+learning-evidence table, the stage-4 task metrics, the Hugging Face export (transformers loads it and its logits equal ours),
 and the generated media (the PNG decodes to the VQGAN's image size, the WAV has 16 kHz and the
 length of its codes).
 """
@@ -86,6 +86,20 @@ def test_four_stages_chain_and_learning_evidence_is_reported(demo):
       row = summary["learning_evidence"][stage][kind]
       assert row["samples"] == n
       assert np.isfinite([row["real"], row["mismatched"]]).all()
+
+
+def test_task_metrics_of_stage_4_are_reported_and_printed(demo):
+  _, summary, stdout, _ = demo
+  report = summary["task_metrics"]
+  assert report["stage"] == 4 and report["template_stage"] == 3
+  for task, keys in (("captioning", ("cider_d", "bleu_4")), ("asr", ("wer", "cer"))):
+    assert 0 < report[task]["samples"] <= 16  # --eval_samples' default caps each task
+    assert len(report[task]["examples"]) == report[task]["samples"]
+    assert all(np.isfinite(report[task][k]) and report[task][k] >= 0 for k in keys)
+  for name in ("text", "image", "speech"):
+    assert report["perplexity"][name]["tokens"] > 0
+  assert f"CIDEr-D {report['captioning']['cider_d']:7.3f}" in stdout
+  assert f"WER {report['asr']['wer']:11.3f}" in stdout
 
 
 def test_exported_model_loads_in_transformers_with_our_logits(demo):
