@@ -105,7 +105,7 @@ def tokenize(root: str, log: list) -> dict:
   return out
 
 
-def train_stages(root: str, shards: str, log: list) -> list:
+def train_stages(root: str, shards: str, heldout: str, log: list) -> list:
   from configs.base import stage_config
   from mio_jax.train.loop import train
 
@@ -114,6 +114,7 @@ def train_stages(root: str, shards: str, log: list) -> list:
     config = stage_config(stage, "smoke")
     config.data.source = "shards"
     config.data.mixed_shards = shards  # every source reads its own kind from the job's shards
+    config.eval.mixed_shards = heldout  # eval_loss and pairing margins in metrics.jsonl as it trains
     if FLAGS.steps:
       config.train.steps = FLAGS.steps
     elif stage == 1:
@@ -220,7 +221,7 @@ def main(argv):
   setup_console_logging()
   root, log = os.path.abspath(FLAGS.workdir), []
   tokens = tokenize(root, log)
-  results = train_stages(root, tokens["train"], log)
+  results = train_stages(root, tokens["train"], tokens["heldout"], log)
   samples = heldout_samples(tokens["heldout"])
   evidence = timed(log, "learning evidence (held-out pairing)", learning_evidence, results, samples)
   metrics = timed(log, "task metrics (held-out, stage 4)", task_metrics, results[-1][2].workdir, samples)
