@@ -98,6 +98,13 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
       mixed_shards="",
       seed=0,  # the held-out batches' templating and packing seed
       pairing_samples=16,  # image_text / speech_text samples per kind for the pairing margin; 0: off
+      # Samples in TensorBoard (mio_jax/train/eval_samples.py): captions, transcripts, images and
+      # speech generated from the first `samples` held-out image_text / speech_text samples of
+      # mixed_shards; 0: off. Media decode with these tokenizer dirs; "": their codes, as text.
+      samples=0,
+      sample_tokens=32,  # max new tokens of a caption or transcript
+      image_tokenizer="",
+      speech_tokenizer="",
   ))
   # Parameters only, from a previous stage's workdir or step dir (how stage N starts from N-1).
   # With init_from empty and runs_dir set, stage N starts from RUNS_DIR/<previous_run>: stage 1 from

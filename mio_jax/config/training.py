@@ -114,6 +114,10 @@ class EvalSection:
   mixed_shards: str  # a glob of held-out shards; "" with synthetic data: unseen synthetic rows
   seed: int
   pairing_samples: int  # per pair kind, for eval_pairing_margin_<kind>; 0: off
+  samples: int  # held-out prompts per task for TensorBoard samples (mio_jax/train/eval_samples.py); 0: off
+  sample_tokens: int  # max new tokens of a generated caption or transcript
+  image_tokenizer: str  # a VQGAN dir to decode generated images; "": their codes as text
+  speech_tokenizer: str  # a SpeechTokenizer dir to decode generated speech; "": codes as text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,26 +42,34 @@ class MediaWriter:
   def write_image(self, codes: np.ndarray, path: str) -> tuple[int, int]:
     """Image codes ([h, w] grid, or flat and square) -> PNG at `path`; returns (height, width)."""
     from PIL import Image
-    if not self.image_dir:
-      raise ValueError(f"{path}: no image tokenizer given to decode image codes")
-    codes = np.asarray(codes, np.int32)
-    grid = codes.shape if codes.ndim == 2 else None
-    pixels = np.asarray(self._vqgan.decode(codes.reshape(1, -1), grid=grid))[0]
+    pixels = self.image_pixels(codes, where=path)
     Image.fromarray(pixels).save(path)
     return pixels.shape[:2]
+
+  def image_pixels(self, codes: np.ndarray, where: str = "image") -> np.ndarray:
+    """Image codes ([h, w] grid, or flat and square) -> uint8 RGB pixels [height, width, 3]."""
+    if not self.image_dir:
+      raise ValueError(f"{where}: no image tokenizer given to decode image codes")
+    codes = np.asarray(codes, np.int32)
+    grid = codes.shape if codes.ndim == 2 else None
+    return np.asarray(self._vqgan.decode(codes.reshape(1, -1), grid=grid))[0]
 
   def write_speech(self, codes: np.ndarray, path: str) -> float:
     """Speech codes [layers, frames] (content layer first) -> 16-bit WAV at `path`; returns seconds."""
     import soundfile as sf
+    wave, rate = self.speech_wave(codes, where=path)
+    sf.write(path, wave, rate, subtype="PCM_16")
+    return len(wave) / rate
+
+  def speech_wave(self, codes: np.ndarray, where: str = "speech") -> tuple[np.ndarray, int]:
+    """Speech codes [layers, frames] (content layer first) -> (mono wave in [-1, 1], sample rate)."""
     if not self.speech_dir:
-      raise ValueError(f"{path}: no speech tokenizer given to decode speech codes")
+      raise ValueError(f"{where}: no speech tokenizer given to decode speech codes")
     codes = np.asarray(codes, np.int32)
     if codes.ndim != 2 or codes.shape[1] == 0:
-      raise ValueError(f"{path}: speech codes must be [layers, frames] with frames > 0, got {codes.shape}")
-    wave = self._speech.decode(codes[:, None, :])[0]
+      raise ValueError(f"{where}: speech codes must be [layers, frames] with frames > 0, got {codes.shape}")
+    wave = np.asarray(self._speech.decode(codes[:, None, :])[0])
     peak = float(np.abs(wave).max())
     if peak > 1.0:  # a random-weight decoder is not level-calibrated: normalise rather than clip
       wave = wave / peak
-    rate = self._speech.cfg.sample_rate
-    sf.write(path, wave, rate, subtype="PCM_16")
-    return len(wave) / rate
+    return wave, int(self._speech.cfg.sample_rate)

@@ -26,6 +26,7 @@ from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import schedules
 from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
 from mio_jax.train.divergence import NonFiniteGuard
+from mio_jax.train.eval_samples import EvalSamples
 from mio_jax.train.evaluation import Evaluator
 from mio_jax.train.preemption import PreemptionWatcher
 from mio_jax.train.profiling import ProfileWindow
@@ -106,11 +107,12 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
       compiled = compile_step(step_fn, state, shardings, batch_sharding, config)
       # The eval step (compiled once, with the train step's shardings) and its pairing rows.
       evaluator = Evaluator(config, graphdef, state.params, shardings.params, batch_sharding)
+      samples = EvalSamples(config, graphdef) if evaluator.every else None  # eval.samples: TensorBoard
       startup["compile_seconds"] = time.perf_counter() - start
       log.info("restore %.1fs, compile %.1fs", startup["restore_seconds"], startup["compile_seconds"])
       last = min(tc.steps, stop_at_step or tc.steps)
       run = _Run(config, workdir, manager, model_cfg, int(jax.device_get(state.step)), evaluator,
-                 metrics_lib.StepTimes(run_start), startup)
+                 metrics_lib.StepTimes(run_start), startup, samples)
       return run.run(compiled, state, batches, last)
   finally:
     manager.close()
@@ -122,9 +124,9 @@ class _Run:
   docs/metrics.md)."""
 
   def __init__(self, config, workdir, manager, model_cfg, first_step: int, evaluator: Evaluator,
-               times: metrics_lib.StepTimes, startup: dict[str, float]):
+               times: metrics_lib.StepTimes, startup: dict[str, float], samples: EvalSamples | None = None):
     tc = self.tc = config.train
-    self.manager, self.evaluator, self.times = manager, evaluator, times
+    self.manager, self.evaluator, self.times, self.samples = manager, evaluator, times, samples
     self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                            resume_step=first_step)
     self.guard = NonFiniteGuard(tc.on_nonfinite, tc.max_consecutive_skips)
@@ -192,7 +194,15 @@ class _Run:
     parts = [f"{k.removeprefix('eval_loss_').replace('eval_pairing_margin_', 'margin ')} {v:.3f}"
              for k, v in scalars.items() if k != "eval_loss" and v is not None]
     log.info("step %d eval loss %.4f (%s) %.1fs", step, scalars["eval_loss"], " ".join(parts), seconds)
-    return {**scalars, "eval_seconds": seconds}
+    scalars["eval_seconds"] = seconds
+    if self.samples is not None and self.samples.tasks:
+      start = time.perf_counter()
+      written = self.samples.write(self.writer, step, state.params)
+      scalars["eval_samples_seconds"] = time.perf_counter() - start
+      self.times.add("eval", scalars["eval_samples_seconds"])
+      log.info("step %d: %d eval samples in TensorBoard %.1fs", step, written,
+               scalars["eval_samples_seconds"])
+    return scalars
 
   def flush(self, step: int, extra: dict | None = None, hold_last: bool = False):
     """Fetch the pending steps' metrics, check each is finite, write them; the last row gets the

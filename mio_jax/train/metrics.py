@@ -136,6 +136,18 @@ class MetricWriter:
     else:
       events.flush()
 
+  def write_summaries(self, step: int, summaries: list) -> None:
+    """TensorBoard-only summaries (tensorboardX Summary protos: text, images, audio) at `step`."""
+    if not self.enabled or not summaries:
+      return
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    values = [v for s in summaries for v in s.value]
+    events = self._events()
+    events.write_event(Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
+    events.flush()
+
   def sync(self) -> None:
     """Uploads the staged files (remote WORKDIR only); rotates an event file past rotate_bytes."""
     if not (self.enabled and self.remote):

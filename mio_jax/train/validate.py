@@ -115,7 +115,8 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     raise ConfigError(f"config.train.profile_steps={profile} must be (first step >= 1, count >= 0)")
   _check_schedule(config.optimizer)
   e = config.eval
-  for key, least in (("every", 0), ("batches", 1), ("pairing_samples", 0)):
+  for key, least in (("every", 0), ("batches", 1), ("pairing_samples", 0), ("samples", 0),
+                     ("sample_tokens", 1)):
     if e[key] < least:
       raise ConfigError(f"config.eval.{key}={e[key]} must be at least {least}")
   return axes
