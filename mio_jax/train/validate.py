@@ -119,6 +119,8 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
                      ("sample_tokens", 1)):
     if e[key] < least:
       raise ConfigError(f"config.eval.{key}={e[key]} must be at least {least}")
+  if e.samples and not e.every:
+    raise ConfigError(f"config.eval.samples={e.samples} needs evaluation on: set config.eval.every > 0")
   return axes
 
 

@@ -42,6 +42,9 @@ def smoke():
      r"^config.optimizer.decay_fraction=0.6 and warmup_fraction=0.5 add up to more than the whole run$"),
     (lambda c: c.train.update(profile_steps=(0, 2)), r"^config.train.profile_steps=\(0, 2\) must be \(first step"),
     (lambda c: c.eval.update(batches=0), r"^config.eval.batches=0 must be at least 1$"),
+    (lambda c: c.eval.update(sample_tokens=0), r"^config.eval.sample_tokens=0 must be at least 1$"),
+    (lambda c: c.eval.update(every=0, samples=2),
+     r"^config.eval.samples=2 needs evaluation on: set config.eval.every > 0$"),
 ])
 def test_bad_config_names_its_key(edit, match):
   c = smoke()
