@@ -29,8 +29,8 @@ def _model(**kw) -> ml_collections.ConfigDict:
 
 PRESETS = {
     # 32 layers, hidden 4096, 32 query heads of 128, 4 KV heads, SwiGLU 11008, vocab 76294.
-    # At MIO's batch on v5p-128 (docs/scaling.md, "Remat policies"): save_qkv_out needs 28.8 GiB per
-    # chip (dots 57.1, full 16.7, none does not fit); loss_chunk 350 (8 chunks of 2800) saves ~11 GiB.
+    # At MIO's batch on v5p-128 (docs/scaling.md, "Remat policies"): save_qkv_out needs 30.3 GiB per
+    # chip (dots 58.5, full 18.0, none does not fit); loss_chunk 350 (8 chunks of 2800) saves 10.6.
     "mio_7b": lambda: _model(**MIO_VOCAB, embed_dim=4096, num_layers=32, num_heads=32,
                              num_kv_heads=4, head_dim=128, mlp_dim=11008, loss_chunk=350,
                              remat_policy="save_qkv_out"),
