@@ -39,6 +39,10 @@ def summary_values(workdir) -> dict[tuple[int, str], object]:
   return {(e.step, v.tag): v for e in read_events(workdir) for v in e.summary.value}
 
 
+# A 2-step smoke run that compiles four generation programs and decodes with both tiny tokenizers:
+# ~85 s on 2 cores, and in-loop samples are opt-in, so the whole module is in `make test-slow`.
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def sampled_run(mini_shards, tmp_path_factory):
   """Two steps with one held-out prompt per task, media decoded by the committed tiny tokenizers."""
