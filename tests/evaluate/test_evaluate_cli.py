@@ -1,23 +1,20 @@
 """launch/evaluate.py end to end: a checkpoint in the train loop's layout and held-out shards written by
 the tokenization job (code-from-signal encoder doubles) -> the printed table and the JSON report."""
 
-import dataclasses
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.train.run_config import save_run_config
 from mio_jax.train.state import init_params
 from mio_jax.vocab import Vocabulary
+from run_helpers import launch_module, run_config, save_our_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke vocabulary: the job's codes (image < 8192, speech < 1024 per layer) fit it.
@@ -25,17 +22,7 @@ VOCAB_CFG = dict(text_model=os.path.join(ROOT, "data", "vocab", "mini.model"), t
                  image_codes=8192, speech_codebook=1024, speech_layers=4, code_order="image_first")
 
 
-def _load_cli():
-  """launch/evaluate.py as a module (launch/ itself must not go on sys.path: it shadows tokenize)."""
-  spec = importlib.util.spec_from_file_location("launch_evaluate", os.path.join(ROOT, "launch", "evaluate.py"))
-  module = importlib.util.module_from_spec(spec)
-  saved = list(sys.path)
-  spec.loader.exec_module(module)
-  sys.path[:] = saved
-  return module
-
-
-cli = _load_cli()
+cli = launch_module("evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +47,8 @@ def run_dir(tmp_path_factory):
   cfg = ModelConfig(vocab_size=vocab.size, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                     head_dim=8, mlp_dim=64, dtype="float32", remat_policy="none")
   workdir = str(tmp_path_factory.mktemp("run"))
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(workdir, "checkpoints", "3", "params"), init_params(cfg, seed=2))
-  save_run_config(workdir, ml_collections.ConfigDict({"model": dataclasses.asdict(cfg), "vocab": VOCAB_CFG}))
+  save_our_checkpoint(workdir, init_params(cfg, seed=2), step=3)
+  save_run_config(workdir, run_config(cfg, VOCAB_CFG))
   return workdir
 
 

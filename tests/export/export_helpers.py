@@ -7,13 +7,12 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.model.transformer import ModelConfig, Transformer
+from run_helpers import launch_module, run_config, save_our_checkpoint  # noqa: F401 (re-exported)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MINI_TEXT_MODEL = os.path.join(REPO, "data", "vocab", "mini.model")
@@ -26,16 +25,6 @@ TINY = ModelConfig(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4, nu
 M40 = dataclasses.replace(TINY, vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
                           num_kv_heads=2, head_dim=64, mlp_dim=1408)
 M40_VOCAB = dict(TINY_VOCAB, text_size=8186, text_model=None, image_codes=4096)
-
-
-def launch_module(name: str):
-  """launch/<name>.py as a module, so tests call its main(argv) in-process."""
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location(f"launch_{name}", os.path.join(REPO, "launch", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def random_params(cfg: ModelConfig, seed: int) -> dict:
@@ -63,21 +52,6 @@ def shard_over_devices(params: dict) -> dict:
         break
     return jax.device_put(x, NamedSharding(mesh, P(*spec)))
   return jax.tree.map(put, params)
-
-
-def save_our_checkpoint(workdir: str, params: dict, step: int = 7) -> str:
-  """Params as the train loop saves them (WORKDIR/checkpoints/<step>/params)."""
-  from mio_jax.train import checkpoint as ckpt
-
-  manager = ckpt.make_manager(workdir, keep=1, async_save=False)
-  manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
-  manager.wait_until_finished()
-  manager.close()
-  return os.path.join(ckpt.checkpoint_dir(workdir), str(step))
-
-
-def run_config(cfg: ModelConfig, vocab: dict) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"model": dataclasses.asdict(cfg), "vocab": dict(vocab)})
 
 
 def packed_batch(rng: np.random.Generator, vocab: int, lengths: list[int], total: int):

@@ -1,15 +1,11 @@
 """launch/generate.py on a small checkpoint in the train loop's layout, checked against generate()."""
 
-import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -20,6 +16,7 @@ from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.train.run_config import save_run_config
 from mio_jax.train.state import init_params
 from mio_jax.vocab import Vocabulary
+from run_helpers import launch_module, run_config, save_our_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXT_MODEL = os.path.join(ROOT, "data", "vocab", "mini.model")
@@ -27,18 +24,7 @@ VOCAB_CFG = dict(text_model=TEXT_MODEL, image_codes=16, speech_codebook=8, speec
                  code_order="image_first")
 
 
-
-def _load_cli():
-  """launch/generate.py as a module (launch/ itself must not go on sys.path: it shadows tokenize)."""
-  spec = importlib.util.spec_from_file_location("launch_generate", os.path.join(ROOT, "launch", "generate.py"))
-  module = importlib.util.module_from_spec(spec)
-  saved = list(sys.path)
-  spec.loader.exec_module(module)
-  sys.path[:] = saved  # the script points sys.path[0] at the repo root; undo that here
-  return module
-
-
-cli = _load_cli()
+cli = launch_module("generate")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +33,8 @@ def run_dir(tmp_path_factory):
   cfg = ModelConfig(vocab_size=vocab.size, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
                     head_dim=8, mlp_dim=64, dtype="float32", remat_policy="none")
   workdir = str(tmp_path_factory.mktemp("run"))
-  params = init_params(cfg, seed=5)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(workdir, "checkpoints", "7", "params"), params)
-  save_run_config(workdir, ml_collections.ConfigDict({"model": dataclasses.asdict(cfg), "vocab": VOCAB_CFG}))
+  save_our_checkpoint(workdir, init_params(cfg, seed=5), step=7)
+  save_run_config(workdir, run_config(cfg, VOCAB_CFG))
   model = Transformer(cfg, rngs=nnx.Rngs(5))  # the same init as the saved params
   return workdir, model, vocab
 
