@@ -114,6 +114,15 @@ def sequence_losses(model, sequences: list[tuple[np.ndarray, np.ndarray]]) -> np
   return (losses * w).sum(1) / w.sum(1)
 
 
+def paired_sequences(group: list[Sample], partners: list[int], vocab: Vocabulary, stage: int
+                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+  """(ids, weights) of each sample of one kind after its own media, and after the media of its
+  partner (mismatched_partners)."""
+  real = [scored_tokens(s, vocab, stage) for s in group]
+  swapped = [scored_tokens(_with_media(s, _media(group[j])), vocab, stage) for s, j in zip(group, partners)]
+  return real, swapped
+
+
 def pairing_losses(model, vocab: Vocabulary, samples: list[Sample], *, stage: int) -> list[PairingResult]:
   """One PairingResult per pair kind present in `samples` (image_text, speech_text)."""
   results = []
@@ -121,9 +130,7 @@ def pairing_losses(model, vocab: Vocabulary, samples: list[Sample], *, stage: in
     group = [s for s in samples if s.kind == kind]
     if len(group) < 2:
       continue
-    partners = mismatched_partners(group)
-    real = [scored_tokens(s, vocab, stage) for s in group]
-    swapped = [scored_tokens(_with_media(s, _media(group[j])), vocab, stage) for s, j in zip(group, partners)]
+    real, swapped = paired_sequences(group, mismatched_partners(group), vocab, stage)
     losses = sequence_losses(model, real + swapped)
     real_loss, swapped_loss = losses[:len(group)], losses[len(group):]
     results.append(PairingResult(kind, len(group), float(real_loss.mean()), float(swapped_loss.mean()),

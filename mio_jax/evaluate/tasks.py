@@ -25,7 +25,7 @@ from mio_jax.evaluate import text_metrics
 from mio_jax.evaluate.pairing import MEDIA, text_of, scored_tokens
 from mio_jax.evaluate.perplexity import modality_perplexity
 from mio_jax.generate.constraints import Layout
-from mio_jax.generate.decode import Settings, generate
+from mio_jax.generate.decode import Settings, generate, left_padded
 from mio_jax.generate.prompt import split_output
 from mio_jax.vocab import Vocabulary
 
@@ -71,12 +71,9 @@ def generate_texts(model, vocab: Vocabulary, prompts: list[np.ndarray], *, max_n
   for start in range(0, len(prompts), batch_size):
     chunk = prompts[start:start + batch_size]
     rows = chunk + [chunk[0]] * (batch_size - len(chunk))  # one batch shape: fewer compiles
-    length = -(-max(len(p) for p in rows) // 64) * 64
-    batch = np.zeros((batch_size, length), np.int32)
-    for r, p in enumerate(rows):  # left-padded: each row decodes as it would alone (decode.py)
-      batch[r, length - len(p):] = p
+    batch, lengths = left_padded(rows)  # each row decodes as it would alone (decode.py)
     out, _ = generate(model, batch, key=jax.random.key(0), max_new_tokens=max_new_tokens, layout=layout,
-                      settings=Settings(), stop_ids=stops, prompt_lengths=np.asarray([len(p) for p in rows]))
+                      settings=Settings(), stop_ids=stops, prompt_lengths=lengths)
     for ids in np.asarray(out)[:len(chunk)]:
       text = split_output(vocab, ids, stops).text
       texts.append(" ".join(_MEDIA_PLACEHOLDER.sub(" ", text).split()))

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mio_jax.generate import constraints
@@ -48,6 +49,16 @@ def init_cache(cfg: ModelConfig, batch: int, slots: int) -> dict:
   shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
   return {"k": jnp.zeros(shape, cfg.dtype), "v": jnp.zeros(shape, cfg.dtype),
           "segment_ids": jnp.zeros((batch, slots), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def left_padded(prompts: list, length_multiple: int = 64) -> tuple[np.ndarray, np.ndarray]:
+  """Prompts of any lengths as one left-padded int32 batch [n, length] (length rounded up to
+  `length_multiple`: fewer shapes to compile) and their lengths, as `generate` takes them."""
+  length = -(-max(len(p) for p in prompts) // length_multiple) * length_multiple
+  batch = np.zeros((len(prompts), length), np.int32)
+  for r, p in enumerate(prompts):
+    batch[r, length - len(p):] = p
+  return batch, np.asarray([len(p) for p in prompts], np.int32)
 
 
 def prompt_inputs(prompt: jax.Array, prompt_lengths: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -30,7 +30,7 @@ from mio_jax.data.templates import TemplateOptions, build_tokens, media_and_text
 from mio_jax.evaluate.pairing import MEDIA, text_of
 from mio_jax.evaluate.tasks import prompt_and_reference
 from mio_jax.generate.constraints import Layout
-from mio_jax.generate.decode import Settings, generate
+from mio_jax.generate.decode import Settings, generate, left_padded
 from mio_jax.generate.media_files import MediaWriter
 from mio_jax.generate.prompt import split_output
 from mio_jax.train.evaluation import read_pairing_samples
@@ -69,11 +69,7 @@ class SampleTask:
       else:  # up to the longest reference utterance, every layer the vocabulary keeps, then </spch>
         self.speech_frames = max(int(m.shape[-1]) for m in media)
         self.max_new_tokens = vocab.speech_layers * self.speech_frames + 1
-    length = -(-max(len(p) for p in self.prompts) // 64) * 64
-    self.batch = np.zeros((len(self.prompts), length), np.int32)
-    for r, p in enumerate(self.prompts):  # left-padded: each row decodes as it would alone
-      self.batch[r, length - len(p):] = p
-    self.lengths = np.asarray([len(p) for p in self.prompts], np.int32)
+    self.batch, self.lengths = left_padded(self.prompts)  # each row decodes as it would alone
 
 
 class EvalSamples:

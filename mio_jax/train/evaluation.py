@@ -33,7 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mio_jax.data.pipeline import build_heldout_dataset, heldout_paths
 from mio_jax.data.shards import ShardReader
 from mio_jax.data.train_iterator import row_streams
-from mio_jax.evaluate.pairing import MEDIA, _media, _with_media, mismatched_partners, scored_tokens
+from mio_jax.evaluate.pairing import MEDIA, mismatched_partners, paired_sequences
 from mio_jax.parallel.batch_split import batch_shard
 from mio_jax.train.compile import abstract_batch
 from mio_jax.train.step import BATCH_KEYS, modality_masks, token_losses
@@ -92,8 +92,7 @@ def pairing_rows(samples, vocab: Vocabulary, *, stage: int, seq_len: int
     except ValueError as e:
       log.warning("eval pairing margin for %s left out: %s", kind, e)
       continue
-    pairs = [(scored_tokens(s, vocab, stage), scored_tokens(_with_media(s, _media(group[j])), vocab, stage))
-             for s, j in zip(group, partners)]
+    pairs = list(zip(*paired_sequences(group, partners, vocab, stage)))
     fitting = [p for p in pairs if max(len(p[0][0]), len(p[1][0])) - 1 <= seq_len]
     if len(fitting) < len(pairs):
       log.info("eval pairing margin for %s: %d of %d pairs are longer than data.seq_len=%d, left out",
