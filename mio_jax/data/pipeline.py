@@ -122,24 +122,33 @@ class ShardSource:
       raise
 
 
-def shards_glob(data_cfg, name: str) -> str:
-  """Source `name`'s glob made absolute (relative ones are under data_cfg.data_dir)."""
-  pattern, _ = source_shards(data_cfg, name)
+def _under_data_dir(data_cfg, pattern: str) -> str:
+  """A shard glob made absolute: relative ones are under data_cfg.data_dir."""
   if os.path.isabs(pattern) or storage.is_remote(pattern):
     return pattern
   return os.path.join(data_cfg.data_dir, pattern)
 
 
-def resolve_shards(data_cfg, name: str) -> list[str]:
-  """Source `name`'s shard files, sorted (kinds index files beside them are not shards)."""
-  full = shards_glob(data_cfg, name)
+def _shard_files(data_cfg, pattern: str, key: str) -> list[str]:
+  """The shard files `pattern` matches, sorted (kinds index files beside them are not shards);
+  none is an error naming config `key`."""
+  full = _under_data_dir(data_cfg, pattern)
   # local or gs:// (ArrayRecord reads gs:// itself)
   paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
   if not paths:
-    key = "mixed_shards" if data_cfg.mixed_shards else f"sources.{name}.shards"
-    raise FileNotFoundError(f"config.data.{key}={source_shards(data_cfg, name)[0]!r}: no files "
-                            f"match {full}")
+    raise FileNotFoundError(f"config.{key}={pattern!r}: no files match {full}")
   return paths
+
+
+def shards_glob(data_cfg, name: str) -> str:
+  """Source `name`'s glob made absolute (relative ones are under data_cfg.data_dir)."""
+  return _under_data_dir(data_cfg, source_shards(data_cfg, name)[0])
+
+
+def resolve_shards(data_cfg, name: str) -> list[str]:
+  """Source `name`'s shard files, sorted (kinds index files beside them are not shards)."""
+  key = "mixed_shards" if data_cfg.mixed_shards else f"sources.{name}.shards"
+  return _shard_files(data_cfg, source_shards(data_cfg, name)[0], f"data.{key}")
 
 
 class _ToExample:
@@ -240,12 +249,7 @@ def build_dataset(data_cfg, vocab: Vocabulary, *, shard: BatchShard | None = Non
 
 def heldout_paths(data_cfg, pattern: str) -> list[str]:
   """The held-out shards of `pattern` (config.eval.mixed_shards; relative: under data.data_dir)."""
-  full = pattern if os.path.isabs(pattern) or storage.is_remote(pattern) else os.path.join(
-      data_cfg.data_dir, pattern)
-  paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
-  if not paths:
-    raise FileNotFoundError(f"config.eval.mixed_shards={pattern!r}: no files match {full}")
-  return paths
+  return _shard_files(data_cfg, pattern, "eval.mixed_shards")
 
 
 def build_heldout_dataset(data_cfg, vocab: Vocabulary, pattern: str, *, seed: int,
