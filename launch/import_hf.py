@@ -4,9 +4,13 @@
   python launch/train.py --config=configs/stage1.py --workdir=/runs/stage1 \\
       --config.init_from=/runs/yi-mio-init
 
+  python launch/import_hf.py --hf /models/MIO-7B-Instruct --out /runs/mio7b-init   # MIO's release
+
 The embedding and LM head grow to the full multimodal vocabulary; the layout comes from
 --vocab_config (a mio_jax.json or a JSON dict of config.vocab fields), else the HF directory's
-mio_jax.json, else MIO-7B's layout after the checkpoint's text ids. See docs/export.md.
+mio_jax.json, else MIO-7B's released layout (config.json's text_vocab_size, visual_vocab_size, ...
+and the tokenizer's <img0>/<spch0> ids), else MIO-7B's code layout after the checkpoint's text ids.
+See docs/export.md.
 """
 
 import os

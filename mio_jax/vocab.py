@@ -7,6 +7,9 @@ Layout (MIO-7B: text_size 64000, image_codes 8192, speech 4 x 1024 -> 76294 ids)
     then, by config.code_order        image codes (image_codes ids), speech codes
                                       (speech_layers * speech_codebook ids, id = layer*codebook + code)
 
+Code ids read as MIO's released code names them (tokenization_mio.py): `<img{code}>` for image codes,
+`<spch{layer * speech_codebook + code}>` for speech codes (`<spch0>`..`<spch4095>` in MIO-7B).
+
 Speech as input is the content layer only, `<spch> a1..an </spch>`; speech as output is content then
 the timbre layers one after another, `<spch> a1..an b1..bn c1..cn d1..dn </spch>`. Images are
 `<image> codes </image>` in raster order; a video is its frames' image blocks back to back.
@@ -29,7 +32,10 @@ SPECIAL_TOKENS = ("[SPCH]", "</spch>", "[IMG]", "<spch>", "</image>", "<image>")
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CODE_ORDERS = ("image_first", "speech_first")
 VOCAB_KEYS = ("text_size", "text_model", "image_codes", "speech_codebook", "speech_layers", "code_order")
-_CODE_PIECE = re.compile(r"^<(img|spch(\d+)):(\d+)>$")
+# MIO's code strings (tokenization_mio.py: f"<img{i}>", f"<spch{code + 1024 * k}>").
+_CODE_PIECE = re.compile(r"^<(img|spch)(0|[1-9]\d*)>$")
+# A string with MIO's special and code pieces among text (what MIO's tokenizer reads and decodes to).
+_PIECES_IN_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + r"|<img\d+>|<spch\d+>)")
 
 
 def vocab_size_from_config(cfg) -> int:
@@ -148,7 +154,7 @@ class Vocabulary:
       out.append(self._need_sp().decode(run))
     return "".join(out)
 
-  # ---- pieces (every id has one; code ids read <img:CODE> and <spchLAYER:CODE>)
+  # ---- pieces (every id has one; code ids read <imgCODE> and <spch{LAYER * codebook + CODE}>, as MIO's)
   def id_to_piece(self, i: int) -> str:
     i = int(i)
     if not 0 <= i < self.size:
@@ -158,21 +164,38 @@ class Vocabulary:
     if i < self.text_size + len(SPECIAL_TOKENS):
       return SPECIAL_TOKENS[i - self.text_size]
     modality, layer, code = self.code_of(i)
-    return f"<img:{code}>" if modality == "image" else f"<spch{layer}:{code}>"
+    return f"<img{code}>" if modality == "image" else f"<spch{layer * self.speech_codebook + code}>"
 
   def piece_to_id(self, piece: str) -> int:
     if piece in SPECIAL_TOKENS:
       return self.text_size + SPECIAL_TOKENS.index(piece)
     m = _CODE_PIECE.match(piece)
     if m:
+      n = int(m.group(2))
       if m.group(1) == "img":
-        return self.code_id("image", 0, int(m.group(3)))
-      return self.code_id("speech", int(m.group(2)), int(m.group(3)))
+        return self.code_id("image", 0, n)
+      if n >= self.speech_layers * self.speech_codebook:
+        raise ValueError(f"piece {piece!r}: speech pieces run <spch0>..<spch"
+                         f"{self.speech_layers * self.speech_codebook - 1}>")
+      return self.code_id("speech", n // self.speech_codebook, n % self.speech_codebook)
     sp = self._need_sp()
     i = sp.piece_to_id(piece)
     if i == sp.unk_id() and piece != sp.id_to_piece(i):
       raise ValueError(f"piece {piece!r} is not in the vocabulary")
     return i
+
+  def encode_with_pieces(self, text: str) -> list[int]:
+    """Ids of a string holding MIO's special and code pieces among text, e.g. decode()'s output or
+    MIO's `<image><img12><img7></image> The caption of this image is`: each piece is its id; each
+    text run between pieces is stripped and encoded on its own (as the data pipeline encodes a
+    sample's text chunks, and as the exported HF tokenizer does). No BOS is added."""
+    ids: list[int] = []
+    for k, part in enumerate(_PIECES_IN_TEXT.split(text)):
+      if k % 2:
+        ids.append(self.piece_to_id(part))
+      elif part.strip():
+        ids.extend(self.encode_text(part.strip()))
+    return ids
 
   @property
   def im_start(self) -> int | None:

@@ -4,6 +4,10 @@
     OUT/model_config.json        model and vocab config (what launch/export.py reads)
     OUT/tokenizer.model          the SentencePiece model, when the HF directory has one
 
+The vocabulary layout: --vocab_config, else the directory's mio_jax.json (our exports), else MIO-7B's
+released layout read from config.json and the tokenizer files (mio_layout.py), else a text-only
+checkpoint whose ids are all text, with MIO's code layout after them.
+
 New vocabulary rows (special and code tokens, in the embedding and the LM head alike) start at the
 mean of the checkpoint's rows plus Gaussian noise with `noise` times each dimension's standard
 deviation over those rows (default 0.01): new tokens begin as an "average token", so the
@@ -22,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mio_jax import storage
-from mio_jax.export import mapping
+from mio_jax.export import mapping, mio_layout
 from mio_jax.export.safetensors_io import Reader
 from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout
 from mio_jax.model.transformer import ModelConfig
@@ -43,12 +47,24 @@ def new_rows(known: np.ndarray, count: int, *, noise: float, rng: np.random.Gene
   return (mean + noise * std * rng.standard_normal((count, known.shape[1]))).astype(known.dtype)
 
 
-def _vocab_config(hf_dir: str, hf_vocab: int, vocab_cfg: dict | None, text_model: str | None) -> dict:
+def _vocab_config(hf_dir: str, hf: dict, vocab_cfg: dict | None, text_model: str | None) -> dict:
+  """config.vocab for the import: --vocab_config, else mio_jax.json (checked against MIO's fields when
+  config.json has them), else MIO's released layout (config.json + tokenizer files), else text only."""
   if vocab_cfg is None:
+    mio = mio_layout.read_mio_layout(hf_dir, hf) if mio_layout.has_mio_fields(hf) else None
     if os.path.isfile(os.path.join(hf_dir, LAYOUT_FILE)):
       vocab_cfg = read_layout(hf_dir)
+      if mio is not None:
+        mio_layout.check_against(vocab_cfg, mio, os.path.join(hf_dir, LAYOUT_FILE), hf_dir)
+    elif mio is not None:
+      vocab_cfg = mio
     else:  # a text-only checkpoint (Yi-6B-Base): its ids are the text ids, MIO's codes follow
-      vocab_cfg = dict(text_size=hf_vocab)  # Vocabulary's defaults are MIO-7B's code layout
+      named = mio_layout.token_files(hf_dir)
+      if named:
+        raise ValueError(f"{next(iter(named))} names code tokens (<img0>, <spch0>, ...) but "
+                         f"{os.path.join(hf_dir, 'config.json')} has no {'/'.join(mio_layout.SIZE_FIELDS)}: "
+                         "pass --vocab_config with the layout")
+      vocab_cfg = dict(text_size=hf["vocab_size"])  # Vocabulary's defaults are MIO-7B's code layout
   vocab_cfg = dict(vocab_cfg)
   if text_model:
     vocab_cfg["text_model"] = text_model
@@ -121,7 +137,7 @@ def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_
   hf = read_hf_config(hf_dir)
   fields = mapping.model_config_from_hf(hf, os.path.join(hf_dir, "config.json"))
   hf_vocab = fields.pop("vocab_size")
-  vocab_cfg = _vocab_config(hf_dir, hf_vocab, vocab_cfg, text_model)
+  vocab_cfg = _vocab_config(hf_dir, hf, vocab_cfg, text_model)
   vocab = Vocabulary.from_config(vocab_cfg)
   if hf_vocab > vocab.size:
     raise ValueError(f"{hf_dir}: the checkpoint has {hf_vocab} ids, more than the {vocab.size} of the "

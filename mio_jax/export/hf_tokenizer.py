@@ -3,12 +3,12 @@ special and code token of the unified vocabulary, at exactly our ids.
 
 The SentencePiece model becomes a `tokenizers` pipeline that repeats what SentencePiece does
 (its precompiled normaliser, whitespace clean-up, dummy prefix, BPE or unigram with byte
-fallback); the six MIO tokens and the code tokens (`<img:CODE>`, `<spchLAYER:CODE>`, named by
-`Vocabulary.id_to_piece`) are added tokens. Added tokens swallow the whitespace next to them, and
+fallback); the six MIO tokens and the code tokens (`<imgCODE>`, `<spch{LAYER * 1024 + CODE}>`, MIO's
+names, from `Vocabulary.id_to_piece`) are added tokens. Added tokens swallow the whitespace next to them, and
 each text run between them is normalised on its own (dummy prefix included), which is how our data
 pipeline tokenizes a sample: every text chunk is stripped and encoded separately. So
 
-    "<image><img:3><img:9></image> The caption of this image is: a cat"
+    "<image><img3><img9></image> The caption of this image is: a cat"
 
 encodes to BOS + image ids + encode_text("The caption of this image is: a cat"), as in training.
 """
@@ -107,14 +107,19 @@ def multimodal_tokenizer(vocab: Vocabulary) -> Tokenizer:
 
 
 def save_hf_tokenizer(vocab: Vocabulary, out_dir: str, *, model_max_length: int = 4096) -> None:
-  """Writes tokenizer.json, tokenizer_config.json (AutoTokenizer-loadable) and tokenizer.model."""
+  """Writes tokenizer.json, tokenizer_config.json (AutoTokenizer-loadable), tokenizer.model, and
+  MIO's added_tokens.json and special_tokens_map.json (mio_layout.py)."""
   from transformers import PreTrainedTokenizerFast
 
+  from mio_jax.export.mio_layout import write_tokenizer_files
+
   tok = multimodal_tokenizer(vocab)
+  unk = vocab.id_to_piece(0)
   hf = PreTrainedTokenizerFast(
       tokenizer_object=tok, bos_token=vocab.id_to_piece(vocab.bos),
-      eos_token=vocab.id_to_piece(vocab.eos), unk_token=vocab.id_to_piece(0),
+      eos_token=vocab.id_to_piece(vocab.eos), unk_token=unk, pad_token=unk,  # pad <unk> 0, as MIO's
       model_max_length=model_max_length, clean_up_tokenization_spaces=False)
   hf.save_pretrained(out_dir)
+  write_tokenizer_files(vocab, out_dir)
   with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:  # out_dir is local (to_hf stages)
     f.write(storage.as_path(vocab.text_model).read_bytes())

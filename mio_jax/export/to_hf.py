@@ -1,4 +1,5 @@
-"""Orbax checkpoint -> Hugging Face Llama checkpoint (config.json, safetensors, tokenizer, mio_jax.json).
+"""Orbax checkpoint -> Hugging Face Llama checkpoint (config.json, safetensors, tokenizer, mio_jax.json),
+in MIO-7B's released layout (MIO's vocabulary fields in config.json, `<imgN>`/`<spchN>` tokens).
 
 Parameters are restored one at a time to host memory (orbax partial restore), whatever mesh wrote
 them, converted by the table in mapping.py and streamed into size-limited safetensors shards, so
@@ -23,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mio_jax import storage
-from mio_jax.export import mapping, safetensors_io
+from mio_jax.export import mapping, mio_layout, safetensors_io
 from mio_jax.export.vocab_layout import write_layout
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.train.checkpoint import saved_param_shapes
@@ -161,7 +162,8 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
   eos = vocab.eos if vocab.im_end == vocab.eos else [vocab.eos, vocab.im_end]
   hf_kwargs = mapping.hf_config_dict(cfg, max_position_embeddings=max_position_embeddings,
                                      bos_token_id=vocab.bos, eos_token_id=eos, torch_dtype=dtype)
-  LlamaConfig(**hf_kwargs).save_pretrained(out_dir)
+  # MIO's vocabulary fields (text_vocab_size, image_bos, ...) ride along in config.json.
+  LlamaConfig(**hf_kwargs, **mio_layout.config_fields(vocab)).save_pretrained(out_dir)
   write_layout(vocab, out_dir)
   if with_tokenizer:
     from mio_jax.export.hf_tokenizer import save_hf_tokenizer

@@ -27,11 +27,11 @@ def layout_dict(vocab: Vocabulary) -> dict:
       "im_start_ids": list(vocab.im_start_ids),
       "special_tokens": {p: vocab.text_size + i for i, p in enumerate(SPECIAL_TOKENS)},
       "code_order": vocab.code_order,
-      "image": {"first_id": vocab.image_base, "codes": vocab.image_codes, "piece": "<img:{code}>",
+      "image": {"first_id": vocab.image_base, "codes": vocab.image_codes, "piece": "<img{code}>",
                 "id": "first_id + code", "layout": "<image> raster-order codes </image>; "
                 "video = frames' image blocks back to back"},
       "speech": {"first_id": vocab.speech_base, "codebook": vocab.speech_codebook,
-                 "layers": vocab.speech_layers, "piece": "<spch{layer}:{code}>",
+                 "layers": vocab.speech_layers, "piece": "<spch{layer * codebook + code}>",
                  "id": "first_id + layer * codebook + code",
                  "layer_order": list(SPEECH_LAYER_NAMES[:vocab.speech_layers]),
                  "input": "<spch> content layer only </spch>",

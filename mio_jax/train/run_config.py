@@ -56,6 +56,17 @@ def resolve_init_from(config) -> str:
   return os.path.join(runs_dir, previous) if runs_dir and previous else ""
 
 
+def check_init_vocab(config, init_from: str, key: str) -> None:
+  """The run's code layout must be the one `init_from` was trained or imported with (its
+  model_config.json, when it has one): else every image and speech id would mean another code.
+  A text-only start (an import with text_size only) has no codes to disagree on."""
+  saved = (find_run_config(init_from) or {}).get("vocab") or {}
+  for name in ("image_codes", "speech_codebook", "speech_layers", "code_order"):
+    if name in saved and "image_codes" in saved and saved[name] != config.vocab[name]:
+      raise ValueError(f"config.vocab.{name}={config.vocab[name]!r}, but {key}={init_from!r} has "
+                       f"{saved[name]!r} (its {RUN_CONFIG}): pass --config.vocab.{name}={saved[name]}")
+
+
 def find_run_config(path: str, levels: int = 4) -> dict | None:
   """model_config.json in `path` or up to `levels` parents (params -> step -> checkpoints -> workdir)."""
   path = storage.as_path(path)

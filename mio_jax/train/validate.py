@@ -17,7 +17,7 @@ from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
-from mio_jax.train.run_config import resolve_init_from
+from mio_jax.train.run_config import check_init_vocab, resolve_init_from
 from mio_jax.train.schedules import SCHEDULES
 from mio_jax.vocab import Vocabulary
 
@@ -99,6 +99,10 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
       raise ConfigError(str(e)) from None
     if not storage.as_path(init_from).exists():
       raise ConfigError(f"{key}={init_from!r} does not exist")
+    try:
+      check_init_vocab(config, init_from, key)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   t = config.train
   if t.steps < 1:
     raise ConfigError(f"config.train.steps={t.steps} must be at least 1")

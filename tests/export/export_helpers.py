@@ -73,6 +73,39 @@ def our_logits(params: dict, cfg: ModelConfig, ids, seg, pos) -> np.ndarray:
     return np.asarray(model(jnp.asarray(ids), jnp.asarray(seg), jnp.asarray(pos)))
 
 
+def make_hf_checkpoint(path, *, vocab_size, tie=False, seed=0):
+  """A randomly initialised transformers Llama (norm weights randomised too), saved to `path`."""
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+
+  torch.manual_seed(seed)
+  config = LlamaConfig(vocab_size=vocab_size, hidden_size=TINY.embed_dim, intermediate_size=TINY.mlp_dim,
+                       num_hidden_layers=TINY.num_layers, num_attention_heads=TINY.num_heads,
+                       num_key_value_heads=TINY.num_kv_heads, head_dim=TINY.head_dim,
+                       rms_norm_eps=TINY.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": 5e6},
+                       tie_word_embeddings=tie, initializer_range=0.2)
+  model = LlamaForCausalLM(config)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith("norm.weight"):
+        p.add_(0.2 * torch.randn_like(p))
+  model.save_pretrained(path)
+  return str(path)
+
+
+def read_params(out: str) -> dict:
+  """An imported (or any) checkpoint's parameters as host arrays, one partial restore each."""
+  from mio_jax.export.mapping import PARAM_MAP, set_path
+  from mio_jax.export.to_hf import read_param
+  from mio_jax.train.checkpoint import resolve_params_dir
+
+  params_dir = resolve_params_dir(out)
+  params = {}
+  for entry in PARAM_MAP:
+    set_path(params, entry.ours, read_param(params_dir, entry.ours))
+  return params
+
+
 def load_hf_model(hf_dir: str):
   import torch
   from transformers import AutoModelForCausalLM

@@ -54,7 +54,7 @@ def test_export_writes_sharded_llama_checkpoint(tiny_export):
 
   vocab, tok = Vocabulary.from_config(TINY_VOCAB), AutoTokenizer.from_pretrained(out)
   expected = [vocab.bos, 1005, 1006 + 3, 1004] + vocab.encode_text("a red cube")
-  assert tok("<image><img:3></image> a red cube").input_ids == expected
+  assert tok("<image><img3></image> a red cube").input_ids == expected
 
 
 def test_exported_names_and_shapes_are_transformers_own(tiny_export):

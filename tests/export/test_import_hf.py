@@ -6,48 +6,15 @@ import os
 import jax
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
 
 from export_helpers import (TINY, TINY_VOCAB, assert_logits_match, hf_logits, launch_module, load_hf_model,
-                            our_logits)
+                            make_hf_checkpoint, our_logits, read_params)
 from mio_jax.export.from_hf import import_hf
 from mio_jax.export.safetensors_io import Reader
-from mio_jax.export.to_hf import export, read_param
-from mio_jax.train.checkpoint import load_params, resolve_params_dir
+from mio_jax.export.to_hf import export
+from mio_jax.train.checkpoint import load_params
 from mio_jax.train.state import model_graphdef_and_axes
-
-
-def make_hf_checkpoint(path, *, vocab_size, tie=False, seed=0):
-  """A randomly initialised transformers Llama (norm weights randomised too), saved to `path`."""
-  from transformers import LlamaConfig, LlamaForCausalLM
-
-  torch.manual_seed(seed)
-  config = LlamaConfig(vocab_size=vocab_size, hidden_size=TINY.embed_dim, intermediate_size=TINY.mlp_dim,
-                       num_hidden_layers=TINY.num_layers, num_attention_heads=TINY.num_heads,
-                       num_key_value_heads=TINY.num_kv_heads, head_dim=TINY.head_dim,
-                       rms_norm_eps=TINY.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": 5e6},
-                       tie_word_embeddings=tie, initializer_range=0.2)
-  model = LlamaForCausalLM(config)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if name.endswith("norm.weight"):
-        p.add_(0.2 * torch.randn_like(p))
-  model.save_pretrained(path)
-  return str(path)
-
-
-def read_params(out):
-  params_dir = resolve_params_dir(out)
-  names = ["embed/table", "blocks/attn/wq", "blocks/attn/wk", "blocks/attn/wv", "blocks/attn/wo",
-           "blocks/attn_norm/scale", "blocks/mlp_norm/scale", "blocks/mlp/gate", "blocks/mlp/up",
-           "blocks/mlp/down", "final_norm/scale", "lm_head"]
-  from mio_jax.export.mapping import set_path
-
-  params = {}
-  for n in names:
-    set_path(params, n, read_param(params_dir, n))
-  return params
 
 
 @pytest.fixture(scope="module")
