@@ -61,8 +61,10 @@ def check_init_vocab(config, init_from: str, key: str) -> None:
   model_config.json, when it has one): else every image and speech id would mean another code.
   A text-only start (an import with text_size only) has no codes to disagree on."""
   saved = (find_run_config(init_from) or {}).get("vocab") or {}
+  if "image_codes" not in saved:  # text only: the codes start new whatever their layout
+    return
   for name in ("image_codes", "speech_codebook", "speech_layers", "code_order"):
-    if name in saved and "image_codes" in saved and saved[name] != config.vocab[name]:
+    if name in saved and saved[name] != config.vocab[name]:
       raise ValueError(f"config.vocab.{name}={config.vocab[name]!r}, but {key}={init_from!r} has "
                        f"{saved[name]!r} (its {RUN_CONFIG}): pass --config.vocab.{name}={saved[name]}")
 
