@@ -36,11 +36,10 @@ class SeedTokenizer:
     def run(method):
       return lambda s, *a: getattr(nnx.merge(graphdef, s), method)(*a)
 
-    encode = run("encode")
-    self._encode = jax.jit(lambda s, im: encode(s, preprocess(im, config)))
-    self._encode_normalized = jax.jit(encode)
-    self._query_features = jax.jit(run("query_features"))
-    self._latents = jax.jit(run("latents"))
+    # encode = preprocess, then the same compiled pass as encode_features (one compile of the
+    # ViT + Q-Former per batch shape, whichever entry point is used).
+    self._preprocess = jax.jit(lambda im: preprocess(im, config))
+    self._encode_features = jax.jit(run("encode_features"))
     self._embed_codes = jax.jit(run("embed_codes"))
 
   @property
@@ -68,7 +67,7 @@ class SeedTokenizer:
       raise ValueError(f"encode: expected uint8 [B, H, W, 3], got {images.dtype} "
                        f"{list(images.shape)}")
     x, b = self._shard(images)
-    return self._encode(self._state, x)[:b]
+    return self._encode_features(self._state, self._preprocess(x))[2][:b]
 
   def _normalized(self, x):
     s = self.config.image_size
@@ -76,20 +75,13 @@ class SeedTokenizer:
       raise ValueError(f"expected CLIP-normalised float [B, {s}, {s}, 3], got {list(x.shape)}")
     return self._shard(jnp.asarray(x, jnp.float32))
 
-  def encode_normalized(self, x) -> jax.Array:
-    """CLIP-normalised float [B, S, S, 3] (the reference's input, NHWC) -> int32 codes [B, 32]."""
+  def encode_features(self, x) -> dict[str, jax.Array]:
+    """CLIP-normalised float [B, S, S, 3] (the reference's input, NHWC) -> {"query": the
+    Q-Former's last hidden state [B, 32, hidden], "latents": the quantizer input
+    [B, 32, code_dim], "codes": int32 [B, 32]}, in one jitted pass."""
     x, b = self._normalized(x)
-    return self._encode_normalized(self._state, x)[:b]
-
-  def query_features(self, x) -> jax.Array:
-    """CLIP-normalised float [B, S, S, 3] -> the Q-Former's last hidden state [B, 32, hidden]."""
-    x, b = self._normalized(x)
-    return self._query_features(self._state, x)[:b]
-
-  def latents(self, x) -> jax.Array:
-    """CLIP-normalised float [B, S, S, 3] -> encode_task_layer output [B, 32, code_dim]."""
-    x, b = self._normalized(x)
-    return self._latents(self._state, x)[:b]
+    query, z, codes = self._encode_features(self._state, x)
+    return {"query": query[:b], "latents": z[:b], "codes": codes[:b]}
 
   def embed_codes(self, codes) -> jax.Array:
     """int codes [B, 32] -> unCLIP image embeddings [B, unclip_dim] (get_codebook_entry)."""

@@ -54,6 +54,12 @@ class SeedTokenizerModel(nnx.Module):
     """Normalised images -> int32 codes [B, 32]."""
     return nearest_code(self.latents(x), self.codebook[...])
 
+  def encode_features(self, x):
+    """(Q-Former output, quantizer input, codes) of normalised images, in one pass."""
+    query = self.query_features(x)
+    z = self.encode_task_layer(query).astype(jnp.float32)
+    return query.astype(jnp.float32), z, nearest_code(z, self.codebook[...])
+
   def embed_codes(self, codes):
     """int codes [B, 32] -> unCLIP image embeddings [B, unclip_dim] (float32)."""
     vectors = jnp.take(self.codebook[...], codes, axis=0)

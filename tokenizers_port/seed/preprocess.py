@@ -9,13 +9,15 @@ from tokenizers_port.seed.config import SeedConfig
 
 
 def resize_uint8(images, cfg: SeedConfig):
-  """uint8-valued float32 [B, S, S, C]: resized as a uint8 (PIL) resize would leave it."""
+  """uint8-valued float32 [B, S, S, C], resized as PIL does a uint8 image: width first, then
+  height, each pass rounded to uint8 (PIL keeps an 8-bit image between its two passes)."""
   b, h, w, c = images.shape
   x = images.astype(jnp.float32)
   s = cfg.image_size
-  if (h, w) != (s, s):
-    x = jax.image.resize(x, (b, s, s, c), cfg.resize_method, antialias=cfg.antialias)
-    x = jnp.clip(jnp.round(x), 0, 255)
+  for shape in ((b, h, s, c), (b, s, s, c)):
+    if shape != x.shape:
+      x = jax.image.resize(x, shape, cfg.resize_method, antialias=cfg.antialias)
+      x = jnp.clip(jnp.round(x), 0, 255)
   return x
 
 
