@@ -1,6 +1,7 @@
 """Flax SEED weights on disk (one safetensors file of float32 arrays keyed by parameter path)
 and their placement into a model built from the config."""
 
+import functools
 import os
 
 import jax
@@ -18,6 +19,7 @@ def path_name(path: tuple) -> str:
   return ".".join(str(p) for p in path)
 
 
+@functools.lru_cache(maxsize=4)  # tracing the model abstractly takes seconds; configs are frozen
 def abstract_params(cfg: SeedConfig) -> dict[tuple, tuple]:
   """Every parameter path of the model for `cfg` with its shape, without allocating weights."""
   model = nnx.eval_shape(lambda: SeedTokenizerModel(cfg, rngs=nnx.Rngs(0)))
