@@ -8,7 +8,7 @@ import gc
 import numpy as np
 import pytest
 
-from tests.tokenizers_port.seed_reference import build as ref
+from seed_reference import build as ref  # tests/tokenizers_port/seed_reference
 from tokenizers_port.seed import convert, load
 from tokenizers_port.vqgan.reference import photographs
 
