@@ -114,7 +114,8 @@ def test_code_embedding_matches_get_codebook_entry(pair):
 
 def test_config_read_off_the_checkpoints(pair):
   cfg = pair["tok"].config
-  assert (cfg.image_size, cfg.patch_size, cfg.vit_width, cfg.vit_depth, cfg.vit_heads) == (56, 14, 64, 3, 4)
+  assert (cfg.image_size, cfg.patch_size, cfg.vit_width, cfg.vit_depth,
+          cfg.vit_heads) == (56, 14, 64, 3, 4)
   assert cfg.vit_mlp_dim == int(64 * 4.3637)
   assert (cfg.qformer_hidden, cfg.qformer_layers, cfg.qformer_heads) == (96, 3, 4)
   assert cfg.cross_attention_layers == (0, 2) and cfg.causal_queries
@@ -146,9 +147,8 @@ def test_bad_checkpoint_names_the_key_and_file(pair, tmp_path, case):
     key = "Qformer.bert.encoder.layer.2.crossattention.self.key.weight"
     seed = bad = _edited(seed, lambda sd: sd.__setitem__(key, torch.zeros(96, 63)), tmp_path)
   else:
-    key = "visual_encoder.blocks.2.attn.q_bias"
-    vit = _edited(vit, lambda sd: sd.pop("blocks.2.attn.q_bias"), tmp_path)
-    bad = seed  # reported against the SEED file: the ViT file is optional
+    key = "blocks.2.attn.q_bias"
+    vit = bad = _edited(vit, lambda sd: sd.pop(key), tmp_path)
   args = ["--torch-checkpoint", seed, "--vit-checkpoint", vit, "--out", str(tmp_path / "o")] + FLAGS
   with pytest.raises(SystemExit) as e:
     convert.main(args)

@@ -1,4 +1,4 @@
-"""The SEED-Tokenizer-2 config: architecture (mostly read off the checkpoints) plus the image policy.
+"""The SEED-Tokenizer-2 config: architecture (mostly read off the checkpoints), image policy.
 
 Defaults are MIO-7B's image tokenizer (MIO-Team/MIO image_tokenizer/models/seed_qformer):
 EVA-CLIP ViT-g/14 as BLIP-2 builds it (`create_eva_vit_g`: width 1408, 39 blocks, 16 heads of 88,
@@ -63,7 +63,8 @@ class SeedConfig:
     checks = [
         (self.image_size % self.patch_size == 0, "image_size",
          f"a multiple of patch_size={self.patch_size}"),
-        (self.vit_width % self.vit_heads == 0, "vit_heads", f"a divisor of vit_width={self.vit_width}"),
+        (self.vit_width % self.vit_heads == 0, "vit_heads",
+         f"a divisor of vit_width={self.vit_width}"),
         (self.qformer_hidden % self.qformer_heads == 0, "qformer_heads",
          f"a divisor of qformer_hidden={self.qformer_hidden}"),
         (self.qformer_hidden % self.image_block_heads == 0, "image_block_heads",

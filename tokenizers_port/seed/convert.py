@@ -56,9 +56,12 @@ def merged_state_dict(seed_path: str, vit_path: str | None) -> tuple[dict, dict]
   return sd, source
 
 
-def _get(sd, source, key, default_source):
+def _get(sd, key, src: str, vit_src: str | None):
+  """sd[key]; a missing ViT key is reported against the ViT file when one was given."""
   if key not in sd:
-    raise ConvertError(f"{default_source}: missing key {key!r}")
+    if vit_src is not None and key.startswith(VIT_PREFIX):
+      raise ConvertError(f"{vit_src}: missing key {key[len(VIT_PREFIX):]!r} ({key!r})")
+    raise ConvertError(f"{src}: missing key {key!r}")
   return sd[key]
 
 
@@ -68,15 +71,16 @@ def _count(sd, prefix: str) -> int:
   return max(found) + 1 if found else 0
 
 
-def infer_config(sd: dict, src: str, vit_depth: int, vit_heads: int | None, qformer_heads: int,
-                 image_block_heads: int, **policy) -> SeedConfig:
+def infer_config(sd: dict, src: str, vit_src: str | None, vit_depth: int, vit_heads: int | None,
+                 qformer_heads: int, image_block_heads: int, **policy) -> SeedConfig:
   """The architecture implied by the tensor shapes (keys already filtered)."""
-  g = lambda k: _get(sd, None, k, src)  # noqa: E731
+  g = lambda k: _get(sd, k, src, vit_src)  # noqa: E731
   width, _, patch, _ = g("visual_encoder.patch_embed.proj.weight").shape
   tokens = g("visual_encoder.pos_embed").shape[1] - 1
   grid = math.isqrt(tokens)
   if grid * grid != tokens:
-    raise ConvertError(f"{src}: visual_encoder.pos_embed has {tokens} patch positions, not a square")
+    raise ConvertError(f"{src}: visual_encoder.pos_embed has {tokens} patch positions, "
+                       "not a square")
   if vit_heads is None:
     if width % 88:
       raise ConvertError(f"{src}: ViT width {width} is not a multiple of EVA-g's head size 88; "
@@ -94,7 +98,8 @@ def infer_config(sd: dict, src: str, vit_depth: int, vit_heads: int | None, qfor
       vit_depth=vit_depth, vit_heads=vit_heads,
       vit_mlp_dim=int(g("visual_encoder.blocks.0.mlp.fc1.weight").shape[0]),
       qformer_hidden=int(hidden), qformer_layers=layers, qformer_heads=qformer_heads,
-      qformer_intermediate=int(g("Qformer.bert.encoder.layer.0.intermediate_query.dense.weight").shape[0]),
+      qformer_intermediate=int(
+          g("Qformer.bert.encoder.layer.0.intermediate_query.dense.weight").shape[0]),
       cross_attention_layers=cross, num_query_tokens=int(g("query_tokens").shape[1]),
       causal_queries=int(g("query_tokens").shape[1]) == 32,
       n_embed=int(n_embed), code_dim=int(code_dim),
@@ -103,13 +108,13 @@ def infer_config(sd: dict, src: str, vit_depth: int, vit_heads: int | None, qfor
       image_down_dims=down, unclip_dim=int(g("distill_image_proj.weight").shape[0]), **policy)
 
 
-def convert_state_dict(sd: dict, source: dict, cfg: SeedConfig, src: str,
+def convert_state_dict(sd: dict, source: dict, cfg: SeedConfig, src: str, vit_src: str | None,
                        drop_unknown: bool = False) -> tuple[dict, list[str]]:
   """(our parameters, dropped unknown keys); missing, mis-shaped or (strict) unknown keys raise."""
   params, used = {}, set()
   for path, shape in abstract_params(cfg).items():
     key = torch_keys.torch_key(path)
-    w = _get(sd, source, key, src)
+    w = _get(sd, key, src, vit_src)
     want = torch_keys.torch_shape(path, shape)
     if tuple(w.shape) != want:
       raise ConvertError(f"{source[key]}: key {key!r} has shape {tuple(w.shape)}, expected {want}")
@@ -128,9 +133,9 @@ def convert(checkpoint: str, out: str, vit_checkpoint: str | None = None, vit_de
             drop_unknown: bool = False, **policy) -> tuple[SeedConfig, list[str]]:
   sd, source = merged_state_dict(checkpoint, vit_checkpoint)
   sd = {k: v for k, v in sd.items() if not torch_keys.is_ignored(k, vit_depth)}
-  cfg = infer_config(sd, checkpoint, vit_depth, vit_heads, qformer_heads, image_block_heads,
-                     **policy)
-  params, dropped = convert_state_dict(sd, source, cfg, checkpoint, drop_unknown)
+  cfg = infer_config(sd, checkpoint, vit_checkpoint, vit_depth, vit_heads, qformer_heads,
+                     image_block_heads, **policy)
+  params, dropped = convert_state_dict(sd, source, cfg, checkpoint, vit_checkpoint, drop_unknown)
   os.makedirs(out, exist_ok=True)
   save_params(params, out)
   save_config(cfg, out)
@@ -151,7 +156,7 @@ def main(argv=None):
                  help="linear: clip_transform.yaml's Resize (PIL bilinear); cubic: "
                       "ImageTokenizer.processor's (interpolation=3)")
   p.add_argument("--drop-unknown", action="store_true",
-                 help="drop unknown keys (the reference loads with strict=False) instead of failing")
+                 help="drop unknown keys (as the reference's strict=False load) instead of failing")
   a = p.parse_args(argv)
   try:
     cfg, dropped = convert(a.torch_checkpoint, a.out, a.vit_checkpoint, a.vit_depth, a.vit_heads,

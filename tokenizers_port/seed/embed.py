@@ -38,8 +38,8 @@ class VitBlock(nnx.Module):
     self.mlp = Mlp(dim, mlp_dim, rngs, dtype)
 
   def __call__(self, x):
-    q, k, v = (split_heads(t, self.heads) for t in jnp.split(self.qkv(self.norm1(x).astype(x.dtype)),
-                                                              3, axis=-1))
+    qkv = jnp.split(self.qkv(self.norm1(x).astype(x.dtype)), 3, axis=-1)
+    q, k, v = (split_heads(t, self.heads) for t in qkv)
     # vit.Attention scales after q k^T; the same up to rounding.
     x = x + self.proj(merge_heads(attend(q * q.shape[-1] ** -0.5, k, v)))
     return x + self.mlp(self.norm2(x).astype(x.dtype))
@@ -51,8 +51,8 @@ class ImageEmbedding(nnx.Module):
     self.decode_task_layer = TanhMlp(cfg.code_dim, cfg.code_dim, h, rngs, dtype)
     self.pos_embed_image = nnx.Param(jnp.zeros((1, cfg.num_query_tokens, h), jnp.float32))
     self.blocks_image = nnx.List([
-        VitBlock(h, cfg.image_block_heads, cfg.image_block_mlp_dim, cfg.image_block_eps, rngs, dtype)
-        for _ in range(cfg.image_blocks)])
+        VitBlock(h, cfg.image_block_heads, cfg.image_block_mlp_dim, cfg.image_block_eps, rngs,
+                 dtype) for _ in range(cfg.image_blocks)])
     dims = (h,) + tuple(cfg.image_down_dims)
     self.image_down = nnx.List([linear(a, b, rngs, dtype, bias=False)
                                 for a, b in zip(dims[:-1], dims[1:])])

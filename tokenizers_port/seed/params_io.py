@@ -33,7 +33,7 @@ def save_params(params: dict[tuple, np.ndarray], directory: str) -> str:
 
 
 def build_model(cfg: SeedConfig, directory: str, dtype=jax.numpy.float32) -> SeedTokenizerModel:
-  """The model for `cfg` with the weights stored in `directory`; any key or shape mismatch raises."""
+  """The model for `cfg` with the weights stored in `directory`; a key or shape mismatch raises."""
   file = os.path.join(directory, PARAMS_FILE)
   if not os.path.exists(file):
     raise FileNotFoundError(f"{file}: no SEED weights (run tokenizers_port.convert seed first)")
