@@ -2,6 +2,7 @@
 
   python -m tokenizers_port.convert vqgan --flavor taming|llamagen --torch-checkpoint PATH --out DIR
   python -m tokenizers_port.convert speechtokenizer --torch-checkpoint PATH --config CONFIG_JSON --out DIR
+  python -m tokenizers_port.convert seed --torch-checkpoint seed_quantizer.pt --vit-checkpoint eva_vit_g.pth --out DIR
 
 Each tokenizer family owns its converter (`tokenizers_port.<family>.convert.main(argv)`); this module
 only dispatches on the first argument.
@@ -10,7 +11,7 @@ only dispatches on the first argument.
 import importlib
 import sys
 
-FAMILIES = ("vqgan", "speechtokenizer")
+FAMILIES = ("vqgan", "speechtokenizer", "seed")
 
 
 def main(argv: list[str] | None = None) -> None:
