@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from mio_jax.data.templates import DEFAULT_SYSTEM_PROMPT
+from mio_jax.data.templates import DEFAULT_SYSTEM_PROMPT, DEFAULT_TEMPLATE_SET, VOICE_SYSTEM_PROMPT
 
 MIO_RATIOS = {  # image_text, text, interleaved+video, speech_text
     1: (12, 2, 0, 2),
@@ -61,7 +61,13 @@ def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
   c.image_generation_prob = 0.5
   c.video_generation_prob = 0.6
   c.speech_generation_prob = 0.5
+  # "mio_release": the prompts of MIO's released code (infer.py: ``LaTeX quotes'', no colons);
+  # "paper": the paper's wording ("Transcribe this speech:" in stages 1-2). docs/data_pipeline.md.
+  c.template_set = DEFAULT_TEMPLATE_SET
   c.system_prompt = DEFAULT_SYSTEM_PROMPT
+  # Conversations whose assistant turns are all speech (or meta chat_mode "voice") get MIO's
+  # voice-mode system prompt (tokenization_mio.py MIO_VOICE_MODE_SYSTEM); "" uses system_prompt.
+  c.voice_system_prompt = VOICE_SYSTEM_PROMPT
   c.add_bos = True
   c.add_eos = True
   c.overlong = "drop"  # "drop" | "truncate" samples longer than seq_len; both are counted

@@ -136,13 +136,14 @@ def heldout_samples(pattern: str) -> list:
 def learning_evidence(results: list, samples: list) -> dict:
   """Per stage and pair kind: held-out text loss after its own media vs after another's."""
   from mio_jax.evaluate.pairing import pairing_losses
-  from mio_jax.generate.load import load_model
+  from mio_jax.generate.load import checkpoint_template_set, load_model
 
   table = {}
   for stage, _, result in results:
     model, vocab = load_model(result.workdir)
     # Stage 4 (ChatML SFT) starts from stage 3: score it in stage 3's templates.
-    for r in pairing_losses(model, vocab, samples, stage=min(stage, 3)):
+    for r in pairing_losses(model, vocab, samples, stage=min(stage, 3),
+                            template_set=checkpoint_template_set(result.workdir)):
       print(f"[demo] stage {stage}: {r.line()}")
       table.setdefault(f"stage{stage}", {})[r.kind] = {
           "samples": r.samples, "real": round(r.real, 4), "mismatched": round(r.mismatched, 4),
@@ -153,10 +154,11 @@ def learning_evidence(results: list, samples: list) -> dict:
 def task_metrics(checkpoint: str, samples: list) -> dict:
   """Captioning, ASR and perplexity of the final checkpoint on the held-out split (launch/evaluate.py)."""
   from mio_jax.evaluate.tasks import format_table, task_metrics
-  from mio_jax.generate.load import load_model
+  from mio_jax.generate.load import checkpoint_template_set, load_model
 
   model, vocab = load_model(checkpoint)
-  report = task_metrics(model, vocab, samples, stage=4, max_samples=FLAGS.eval_samples, max_new_tokens=24)
+  report = task_metrics(model, vocab, samples, stage=4, max_samples=FLAGS.eval_samples, max_new_tokens=24,
+                        template_set=checkpoint_template_set(checkpoint))
   for line in format_table(report).splitlines():
     print(f"[demo] stage 4: {line}", flush=True)
   return report
@@ -166,13 +168,14 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
   """The four generation directions from the final checkpoint, media written as PNG and WAV."""
   import numpy as np
 
-  from mio_jax.data.templates import TEMPLATES, media_and_text
+  from mio_jax.data.templates import media_and_text, prompt_text
   from mio_jax.generate.complete import complete
-  from mio_jax.generate.load import load_model
+  from mio_jax.generate.load import checkpoint_template_set, load_model
   from mio_jax.generate.media_files import MediaWriter
   from mio_jax.generate.prompt import build_prompt
 
   model, vocab = load_model(checkpoint)
+  template_set = checkpoint_template_set(checkpoint)  # prompts in the wording training used
   writer = MediaWriter(tokens["image_tokenizer"], tokens["speech_tokenizer"])
   image = next(s for s in samples if s.kind == "image_text")
   speech = next(s for s in samples if s.kind == "speech_text")
@@ -182,20 +185,21 @@ def showcase(checkpoint: str, samples: list, tokens: dict, out_dir: str) -> list
   grid = int(image_codes.size)
   frames = int(speech_codes.shape[1])
   os.makedirs(out_dir, exist_ok=True)
+  # Stage 4 starts from stage 3: its templates (the paper's set words stage 3's ASR differently).
+  task_prompt = lambda name, **fields: prompt_text(name, template_set, stage=3, **fields)  # noqa: E731
   tasks = [
-      ("caption from image", image.source, TEMPLATES["image_caption"].split("{caption}")[0].strip(),
-       dict(max_new_tokens=32), caption),
-      ("transcript from speech", speech.source,
-       TEMPLATES["speech_asr_stage3"].split("{transcription}")[0].strip(), dict(max_new_tokens=32), transcript),
-      ("image from caption", image.source, TEMPLATES["image_generation"].format(caption=caption, image="<image>"),
+      ("caption from image", image.source, task_prompt("image_caption"), dict(max_new_tokens=32), caption),
+      ("transcript from speech", speech.source, task_prompt("speech_asr"), dict(max_new_tokens=32), transcript),
+      ("image from caption", image.source, task_prompt("image_generation", caption=caption),
        dict(max_new_tokens=grid + 2, stop_after_media=True), None),
-      ("speech from text", speech.source,
-       TEMPLATES["speech_tts"].format(transcription=transcript, speech="<spch>"),
+      ("speech from text", speech.source, task_prompt("speech_tts", transcription=transcript),
        dict(max_new_tokens=4 * frames + 2, max_speech_frames=frames, stop_after_media=True), None),
   ]
   done = []
   for k, (what, source, text, kwargs, reference) in enumerate(tasks):
-    prompt = build_prompt(vocab, text, image_codes=image_codes, speech_codes=speech_codes)
+    # Only the media the prompt names: build_prompt puts media without a placeholder first.
+    prompt = build_prompt(vocab, text, image_codes=image_codes if "{image}" in text else None,
+                          speech_codes=speech_codes if "{speech}" in text else None)
     _, out = complete(model, vocab, prompt, image_tokens=grid, seed=k, **kwargs)
     row = {"task": what, "held_out_source": source, "prompt": text, "output": out.text.strip()}
     if reference is not None:

@@ -33,6 +33,8 @@ def parse_args(argv=None):
   p.add_argument("--report", default=None, help="write the report as JSON here")
   p.add_argument("--stage", type=int, default=3, choices=(1, 2, 3, 4),
                  help="the stage whose templates lay out the samples (4 uses stage 3's, as it starts from it)")
+  p.add_argument("--template_set", default=None, choices=("mio_release", "paper"),
+                 help="the templates' wording (default: the run's config.data.template_set)")
   p.add_argument("--max_samples", type=int, default=0, help="first N samples per task (0: all)")
   p.add_argument("--max_new_tokens", type=int, default=32, help="longest caption / transcript generated")
   p.add_argument("--batch_size", type=int, default=8, help="sequences per generation / scoring batch")
@@ -47,14 +49,17 @@ def parse_args(argv=None):
 def run(args) -> dict:
   from mio_jax import storage
   from mio_jax.evaluate.tasks import format_table, read_samples, task_metrics
-  from mio_jax.generate.load import load_model
+  from mio_jax.generate.load import checkpoint_template_set, load_model
 
   samples = read_samples(args.data)
   model, vocab = load_model(args.checkpoint, text_model=args.text_model)
+  template_set = args.template_set or checkpoint_template_set(args.checkpoint)
   report = task_metrics(model, vocab, samples, stage=args.stage, max_samples=args.max_samples,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        template_set=template_set)
   report = {"checkpoint": args.checkpoint, "data": args.data, **report}
-  print(f"task metrics of {args.checkpoint} on {args.data} (stage {report['template_stage']} templates):")
+  print(f"task metrics of {args.checkpoint} on {args.data} (stage {report['template_stage']} templates, "
+        f"{template_set}):")
   print(format_table(report))
   if args.report:
     path = storage.as_path(args.report)

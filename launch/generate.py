@@ -1,8 +1,11 @@
 """Generate from a trained checkpoint: text, and MIO-style image and speech code blocks.
 
-  python launch/generate.py --checkpoint /runs/stage1 --prompt "a red square <image>"
-  python launch/generate.py --checkpoint RUN --prompt "{image} describe it:" --image_codes img.npy
-  python launch/generate.py --checkpoint RUN --prompt "say hi <spch>" --max_new_tokens 400
+  python launch/generate.py --checkpoint /runs/stage1 --prompt "Please generate an image of \`\`a red square''<image>"
+  python launch/generate.py --checkpoint RUN --prompt "{image} The caption of this image is" --image_codes img.npy
+  python launch/generate.py --checkpoint RUN --prompt "Please generate a speech of \`\`say hi'': <spch>" --max_new_tokens 400
+
+Prompts in the run's template wording (config.data.template_set; docs/data_pipeline.md) give the ids
+training saw: text is encoded verbatim, as the data pipeline encodes it.
 
 Prints the generated text (media blocks shown as [image K] / [speech K]) and writes each generated
 block's codes to OUT_PREFIX_imageK.npy ([h, w]) / OUT_PREFIX_speechK.npy ([layers, frames]); with

@@ -14,6 +14,13 @@ Speech as input is the content layer only, `<spch> a1..an </spch>`; speech as ou
 the timbre layers one after another, `<spch> a1..an b1..bn c1..cn d1..dn </spch>`. Images are
 `<image> codes </image>` in raster order; a video is its frames' image blocks back to back.
 
+Text is encoded verbatim (`encode_text`): SentencePiece's dummy-prefix space and whitespace clean-up
+are switched off when the model is loaded, as in Yi's model (add_dummy_prefix=False), so a text run
+encodes to exactly the pieces MIO's tokenizer gives it inside its one-string prompts (a leading space
+is a "▁" of the first piece, "\n" stays). `encode_with_specials` also maps literal special-token
+strings (`<image>`, `<|im_end|>`, ...) to their ids, as MIO's Hugging Face tokenizer does with its
+added tokens (tokenization_mio.py builds one string and tokenizes it).
+
 Run `python -m mio_jax.vocab train --input corpus.txt --model_prefix out/sp --vocab_size 1000`
 to train a small text model (see mio_jax/vocab_train.py).
 """
@@ -34,8 +41,6 @@ CODE_ORDERS = ("image_first", "speech_first")
 VOCAB_KEYS = ("text_size", "text_model", "image_codes", "speech_codebook", "speech_layers", "code_order")
 # MIO's code strings (tokenization_mio.py: f"<img{i}>", f"<spch{code + 1024 * k}>").
 _CODE_PIECE = re.compile(r"^<(img|spch)(0|[1-9]\d*)>$")
-# A string with MIO's special and code pieces among text (what MIO's tokenizer reads and decodes to).
-_PIECES_IN_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + r"|<img\d+>|<spch\d+>)")
 
 
 def vocab_size_from_config(cfg) -> int:
@@ -45,7 +50,7 @@ def vocab_size_from_config(cfg) -> int:
           + int(cfg["speech_layers"]) * int(cfg["speech_codebook"]))
 
 
-def _load_processor(path, key: str) -> spm.SentencePieceProcessor:
+def _load_processor(path, key: str, *, verbatim: bool = False) -> spm.SentencePieceProcessor:
   if not path:
     raise ValueError(f"{key} is not set: a SentencePiece .model file is needed to tokenize text")
   sp = spm.SentencePieceProcessor()
@@ -57,7 +62,24 @@ def _load_processor(path, key: str) -> spm.SentencePieceProcessor:
       sp.Load(str(path))
   except (OSError, RuntimeError) as e:
     raise ValueError(f"{key}={path!r}: cannot load SentencePiece model: {e}") from e
-  return sp
+  return _verbatim(sp) if verbatim else sp
+
+
+def _verbatim(sp: spm.SentencePieceProcessor) -> spm.SentencePieceProcessor:
+  """The same model with no dummy-prefix space and no whitespace clean-up (Yi's settings), so each
+  text run encodes exactly as written, wherever it sits in a sequence."""
+  from sentencepiece import sentencepiece_model_pb2
+
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(sp.serialized_model_proto())
+  norm = proto.normalizer_spec
+  if not (norm.add_dummy_prefix or norm.remove_extra_whitespaces):
+    return sp
+  norm.add_dummy_prefix = False
+  norm.remove_extra_whitespaces = False
+  out = spm.SentencePieceProcessor()
+  out.LoadFromSerializedProto(proto.SerializeToString())
+  return out
 
 
 class Vocabulary:
@@ -71,7 +93,7 @@ class Vocabulary:
     if not 1 <= speech_layers <= 8:
       raise ValueError(f"config.vocab.speech_layers={speech_layers} must be in 1..8 (RVQ layers)")
     self.text_model = text_model
-    self._sp = _load_processor(text_model, "config.vocab.text_model") if text_model else None
+    self._sp = _load_processor(text_model, "config.vocab.text_model", verbatim=True) if text_model else None
     if self._sp is not None:
       pieces = self._sp.get_piece_size()
       if text_size and int(text_size) != pieces:
@@ -93,6 +115,11 @@ class Vocabulary:
       self.speech_base, self.image_base = codes_base, codes_base + speech_ids
     self.size = codes_base + image_codes + speech_ids
     self._resolve_text_specials()
+    self.special_ids = self._special_strings()
+    # MIO's code strings are added tokens of its HF tokenizer too: <img12>, <spch5> in text are ids.
+    self._special_split = re.compile(
+        "(" + "|".join(re.escape(t) for t in sorted(self.special_ids, key=len, reverse=True))
+        + r"|<img\d+>|<spch\d+>)")
 
   @classmethod
   def from_config(cls, cfg) -> "Vocabulary":
@@ -137,7 +164,29 @@ class Vocabulary:
     return self._sp
 
   def encode_text(self, text: str) -> list[int]:
+    """One text run, verbatim (no dummy prefix, spaces and newlines kept); no special-token lookup."""
     return self._need_sp().encode(text, out_type=int)
+
+  def _special_strings(self) -> dict[str, int]:
+    """Literal strings that stand for one id inside text: MIO's six special tokens, BOS, EOS and the
+    ChatML markers when they are single pieces (all are added tokens of MIO's HF tokenizer)."""
+    table = {piece: self.text_size + k for k, piece in enumerate(SPECIAL_TOKENS)}
+    if self._sp is not None:
+      for i in {self.bos, self.eos, self.im_end, self.im_start} - {None}:
+        table[self._sp.id_to_piece(i)] = i
+    return table
+
+  def encode_with_specials(self, text: str) -> list[int]:
+    """Text in which special-token and code strings (`<image>`, `<img12>`, `<spch1029>`, ...) are
+    their ids; the text between them is encoded verbatim. The inverse of decode() for text encoded
+    the same way, and what MIO's tokenizer gives for MIO's strings. No BOS is added."""
+    ids = []
+    for j, run in enumerate(self._special_split.split(text)):
+      if j % 2:
+        ids.append(self.special_ids[run] if run in self.special_ids else self.piece_to_id(run))
+      elif run:
+        ids.extend(self.encode_text(run))
+    return ids
 
   def decode(self, ids) -> str:
     """Text ids through SentencePiece; special and code ids as their pieces."""
@@ -183,19 +232,6 @@ class Vocabulary:
     if i == sp.unk_id() and piece != sp.id_to_piece(i):
       raise ValueError(f"piece {piece!r} is not in the vocabulary")
     return i
-
-  def encode_with_pieces(self, text: str) -> list[int]:
-    """Ids of a string holding MIO's special and code pieces among text, e.g. decode()'s output or
-    MIO's `<image><img12><img7></image> The caption of this image is`: each piece is its id; each
-    text run between pieces is stripped and encoded on its own (as the data pipeline encodes a
-    sample's text chunks, and as the exported HF tokenizer does). No BOS is added."""
-    ids: list[int] = []
-    for k, part in enumerate(_PIECES_IN_TEXT.split(text)):
-      if k % 2:
-        ids.append(self.piece_to_id(part))
-      elif part.strip():
-        ids.extend(self.encode_text(part.strip()))
-    return ids
 
   @property
   def im_start(self) -> int | None:

@@ -58,7 +58,9 @@ class DataSection:
   image_generation_prob: float
   video_generation_prob: float
   speech_generation_prob: float
+  template_set: str  # "mio_release" | "paper" (mio_jax/data/templates.py)
   system_prompt: str
+  voice_system_prompt: str
   add_bos: bool
   add_eos: bool
   overlong: str

@@ -187,7 +187,8 @@ def template_options(data_cfg) -> TemplateOptions:
       image_generation_prob=data_cfg.image_generation_prob,
       video_generation_prob=data_cfg.video_generation_prob,
       speech_generation_prob=data_cfg.speech_generation_prob,
-      system_prompt=data_cfg.system_prompt, add_bos=data_cfg.add_bos, add_eos=data_cfg.add_eos)
+      system_prompt=data_cfg.system_prompt, voice_system_prompt=data_cfg.voice_system_prompt,
+      template_set=data_cfg.template_set, add_bos=data_cfg.add_bos, add_eos=data_cfg.add_eos)
 
 
 def source_names(data_cfg) -> tuple[str, ...]:

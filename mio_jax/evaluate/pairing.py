@@ -1,7 +1,8 @@
 """Learning evidence: the loss of a text given its own media against the same text given other media.
 
 Each held-out image-text (speech-text) sample is laid out in MIO's understanding template
-("{image} The caption of this image is: {caption}", "{speech} Transcribe this speech: ...") and its
+("{image} The caption of this image is {caption}", "{speech} The transcription of this speech is
+..." in the default template set; mio_jax/data/templates.py) and its
 caption (transcript) tokens plus EOS are scored twice: after its own media, and after the media of
 another held-out sample whose text differs. Nothing else changes between the two, so a lower loss
 with the real pairing can only come from information that went from the raw media through the
@@ -21,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from mio_jax.data.shards import Sample
-from mio_jax.data.templates import TemplateOptions, build_tokens, media_and_text
+from mio_jax.data.templates import DEFAULT_TEMPLATE_SET, TemplateOptions, build_tokens, media_and_text
 from mio_jax.model.token_logprobs import cross_entropy
 from mio_jax.vocab import Vocabulary
 
@@ -72,14 +73,18 @@ def mismatched_partners(samples: list[Sample]) -> list[int]:
   return partners
 
 
-def scored_tokens(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.ndarray, np.ndarray]:
-  """The understanding template's ids and a weight of 1 on the text's tokens and EOS."""
+def scored_tokens(sample: Sample, vocab: Vocabulary, stage: int,
+                  template_set: str = DEFAULT_TEMPLATE_SET) -> tuple[np.ndarray, np.ndarray]:
+  """The understanding template's ids and a weight of 1 on the answer's tokens (the text) and EOS."""
   opts = TemplateOptions(stage=stage, image_generation_prob=0.0, video_generation_prob=0.0,
-                         speech_generation_prob=0.0)  # probability 0: always media first
+                         speech_generation_prob=0.0, template_set=template_set)  # always media first
   ids, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source)
-  scored = len(vocab.encode_text(text_of(sample).strip())) + 1  # the text ends the template, then EOS
+  prompt, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source,
+                           prompt_only=True)
+  if ids[:len(prompt)].tolist() != prompt.tolist():  # the answer's first piece merged into the prompt's
+    raise ValueError(f"{sample.source}: the template's prompt does not tokenize as a prefix of the sample")
   weights = np.zeros(len(ids), np.float32)
-  weights[-scored:] = 1.0
+  weights[len(prompt):] = 1.0
   return ids, weights
 
 
@@ -114,23 +119,25 @@ def sequence_losses(model, sequences: list[tuple[np.ndarray, np.ndarray]]) -> np
   return (losses * w).sum(1) / w.sum(1)
 
 
-def paired_sequences(group: list[Sample], partners: list[int], vocab: Vocabulary, stage: int
-                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+def paired_sequences(group: list[Sample], partners: list[int], vocab: Vocabulary, stage: int,
+                     template_set: str = DEFAULT_TEMPLATE_SET) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
   """(ids, weights) of each sample of one kind after its own media, and after the media of its
   partner (mismatched_partners)."""
-  real = [scored_tokens(s, vocab, stage) for s in group]
-  swapped = [scored_tokens(_with_media(s, _media(group[j])), vocab, stage) for s, j in zip(group, partners)]
+  real = [scored_tokens(s, vocab, stage, template_set) for s in group]
+  swapped = [scored_tokens(_with_media(s, _media(group[j])), vocab, stage, template_set)
+             for s, j in zip(group, partners)]
   return real, swapped
 
 
-def pairing_losses(model, vocab: Vocabulary, samples: list[Sample], *, stage: int) -> list[PairingResult]:
+def pairing_losses(model, vocab: Vocabulary, samples: list[Sample], *, stage: int,
+                   template_set: str = DEFAULT_TEMPLATE_SET) -> list[PairingResult]:
   """One PairingResult per pair kind present in `samples` (image_text, speech_text)."""
   results = []
   for kind in MEDIA:
     group = [s for s in samples if s.kind == kind]
     if len(group) < 2:
       continue
-    real, swapped = paired_sequences(group, mismatched_partners(group), vocab, stage)
+    real, swapped = paired_sequences(group, mismatched_partners(group), vocab, stage, template_set)
     losses = sequence_losses(model, real + swapped)
     real_loss, swapped_loss = losses[:len(group)], losses[len(group):]
     results.append(PairingResult(kind, len(group), float(real_loss.mean()), float(swapped_loss.mean()),

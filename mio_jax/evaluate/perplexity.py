@@ -20,15 +20,15 @@ import math
 import numpy as np
 
 from mio_jax.data.shards import Sample
-from mio_jax.data.templates import TemplateOptions, build_tokens
+from mio_jax.data.templates import DEFAULT_TEMPLATE_SET, TemplateOptions, build_tokens
 from mio_jax.evaluate.pairing import token_losses
 from mio_jax.vocab import Vocabulary
 
 
-def heldout_sequences(vocab: Vocabulary, samples: list[Sample], *, stage: int,
-                      seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def heldout_sequences(vocab: Vocabulary, samples: list[Sample], *, stage: int, seed: int = 0,
+                      template_set: str = DEFAULT_TEMPLATE_SET) -> list[tuple[np.ndarray, np.ndarray]]:
   """(ids, loss weights) of each sample in `stage`'s training layout, direction drawn per sample."""
-  opts = TemplateOptions(stage=stage)
+  opts = TemplateOptions(stage=stage, template_set=template_set)
   return [build_tokens(s, vocab, np.random.default_rng([seed, i]), opts, where=s.source)
           for i, s in enumerate(samples)]
 
@@ -41,12 +41,13 @@ def _summary(loss_sum: float, tokens: float) -> dict:
 
 
 def modality_perplexity(model, vocab: Vocabulary, samples: list[Sample], *, stage: int,
-                        batch_size: int = 8, seed: int = 0) -> dict[str, dict]:
+                        batch_size: int = 8, seed: int = 0,
+                        template_set: str = DEFAULT_TEMPLATE_SET) -> dict[str, dict]:
   """{modality: {"tokens", "loss", "perplexity"}} for text, image, speech and all tokens together;
   a modality with no held-out tokens has loss and perplexity None."""
   ranges = vocab.modality_ranges()
   sums = {name: [0.0, 0.0] for name in (*ranges, "all")}
-  sequences = heldout_sequences(vocab, samples, stage=stage, seed=seed)
+  sequences = heldout_sequences(vocab, samples, stage=stage, seed=seed, template_set=template_set)
   for start in range(0, len(sequences), batch_size):
     chunk = sequences[start:start + batch_size]
     # Short last batches are filled with copies of the first row (dropped below), so every batch

@@ -1,11 +1,12 @@
 """Task metrics of a checkpoint on held-out samples: captioning, ASR and per-modality perplexity.
 
 Captioning: each held-out image-text sample's prompt is its understanding template up to the caption
-("[BOS] {image} The caption of this image is:"), exactly the ids training saw before the caption
-(pairing.scored_tokens); the model continues it greedily (MIO's text decoding) until EOS, and the
-text it wrote is scored against the sample's caption with CIDEr-D and BLEU-4. ASR: the same with
-speech-text samples and the transcription template of `stage` ("Transcribe this speech:", or
-"The transcription of this speech is:" in stage 3), scored with WER and CER (text_metrics.py).
+("[BOS] {image} The caption of this image is" in the default template set, mio_jax/data/templates.py),
+exactly the ids training saw before the caption (pairing.scored_tokens); the model continues it
+greedily (MIO's text decoding) until EOS, and the text it wrote is scored against the sample's caption
+with CIDEr-D and BLEU-4. ASR: the same with speech-text samples and the transcription template
+(" The transcription of this speech is"; the "paper" set: "Transcribe this speech:" in stages 1-2),
+scored with WER and CER (text_metrics.py).
 Perplexity: perplexity.py.
 
     report = task_metrics(model, vocab, samples, stage=3, max_samples=16)
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 
 from mio_jax.data.shards import Sample, ShardReader
+from mio_jax.data.templates import DEFAULT_TEMPLATE_SET
 from mio_jax.evaluate import text_metrics
 from mio_jax.evaluate.pairing import MEDIA, text_of, scored_tokens
 from mio_jax.evaluate.perplexity import modality_perplexity
@@ -46,9 +48,10 @@ def read_samples(patterns: str) -> list[Sample]:
   return samples
 
 
-def prompt_and_reference(sample: Sample, vocab: Vocabulary, stage: int) -> tuple[np.ndarray, str]:
+def prompt_and_reference(sample: Sample, vocab: Vocabulary, stage: int,
+                         template_set: str = DEFAULT_TEMPLATE_SET) -> tuple[np.ndarray, str]:
   """The template's ids before the text (the prompt) and the text itself (the reference)."""
-  ids, weights = scored_tokens(sample, vocab, stage)
+  ids, weights = scored_tokens(sample, vocab, stage, template_set)
   return ids[:int(np.flatnonzero(weights)[0])], text_of(sample).strip()
 
 
@@ -80,8 +83,9 @@ def generate_texts(model, vocab: Vocabulary, prompts: list[np.ndarray], *, max_n
   return texts
 
 
-def _task(model, vocab, samples, *, task, stage, max_new_tokens, batch_size, image_tokens) -> dict:
-  pairs = [prompt_and_reference(s, vocab, stage) for s in samples]
+def _task(model, vocab, samples, *, task, stage, template_set, max_new_tokens, batch_size,
+          image_tokens) -> dict:
+  pairs = [prompt_and_reference(s, vocab, stage, template_set) for s in samples]
   hypotheses = generate_texts(model, vocab, [p for p, _ in pairs], max_new_tokens=max_new_tokens,
                               batch_size=batch_size, image_tokens=image_tokens)
   references = [r for _, r in pairs]
@@ -100,24 +104,27 @@ def _task(model, vocab, samples, *, task, stage, max_new_tokens, batch_size, ima
 
 
 def task_metrics(model, vocab: Vocabulary, samples: list[Sample], *, stage: int, max_samples: int = 0,
-                 max_new_tokens: int = 32, batch_size: int = 8) -> dict:
+                 max_new_tokens: int = 32, batch_size: int = 8,
+                 template_set: str = DEFAULT_TEMPLATE_SET) -> dict:
   """{"captioning": {...}, "asr": {...}, "perplexity": {...}} over the held-out samples; each task uses
   the first `max_samples` samples of its kind (0: all). A task with no samples of its kind is left out."""
   if stage not in (1, 2, 3, 4):
     raise ValueError(f"stage={stage}: the templates exist for stages 1 to 4")
   template_stage = min(stage, 3)  # stage 4 (ChatML SFT) starts from stage 3: scored in its templates
-  report = {"stage": stage, "template_stage": template_stage, "max_new_tokens": max_new_tokens}
+  report = {"stage": stage, "template_stage": template_stage, "template_set": template_set,
+            "max_new_tokens": max_new_tokens}
   chosen = []
   for task, kind in TASKS.items():
     group = [s for s in samples if s.kind == kind]
     group = group[:max_samples] if max_samples else group
     chosen += group
     if group:
-      report[task] = _task(model, vocab, group, task=task, stage=template_stage, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, image_tokens=_image_tokens(samples))
+      report[task] = _task(model, vocab, group, task=task, stage=template_stage, template_set=template_set,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           image_tokens=_image_tokens(samples))
   others = [s for s in samples if s.kind not in MEDIA]
   report["perplexity"] = {"samples": len(chosen + others), **modality_perplexity(
-      model, vocab, chosen + others, stage=template_stage, batch_size=batch_size)}
+      model, vocab, chosen + others, stage=template_stage, batch_size=batch_size, template_set=template_set)}
   return report
 
 

@@ -1,23 +1,23 @@
 """The Hugging Face tokenizer for an exported checkpoint: our SentencePiece text model plus every
 special and code token of the unified vocabulary, at exactly our ids.
 
-The SentencePiece model becomes a `tokenizers` pipeline that repeats what SentencePiece does
-(its precompiled normaliser, whitespace clean-up, dummy prefix, BPE or unigram with byte
-fallback); the six MIO tokens and the code tokens (`<imgCODE>`, `<spch{LAYER * 1024 + CODE}>`, MIO's
-names, from `Vocabulary.id_to_piece`) are added tokens. Added tokens swallow the whitespace next to them, and
-each text run between them is normalised on its own (dummy prefix included), which is how our data
-pipeline tokenizes a sample: every text chunk is stripped and encoded separately. So
+The SentencePiece model becomes a `tokenizers` pipeline that repeats what Vocabulary.encode_text
+does (SentencePiece's precompiled normaliser, BPE or unigram with byte fallback; text verbatim: no
+dummy prefix, no whitespace clean-up, as Yi's model); the six MIO tokens and the code tokens
+(`<imgCODE>`, `<spch{LAYER * 1024 + CODE}>`, MIO's names, from `Vocabulary.id_to_piece`) are
+added tokens that keep the whitespace next to them. That is how MIO's own tokenizer treats its one-string prompts
+(tokenization_mio.py) and how our data pipeline encodes a sample (mio_jax/data/text_runs.py). So
 
-    "<image><img3><img9></image> The caption of this image is: a cat"
+    "<image><img3><img9></image> The caption of this image is a cat"
 
-encodes to BOS + image ids + encode_text("The caption of this image is: a cat"), as in training.
+encodes to BOS + image ids + encode_text(" The caption of this image is a cat"), as in training.
 """
 
 from __future__ import annotations
 
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, Unigram
 
 from mio_jax import storage
@@ -54,14 +54,11 @@ def text_tokenizer(sp_model: str) -> Tokenizer:
     raise ValueError(f"{sp_model}: SentencePiece model type {trainer.model_type} is not BPE or unigram")
   tok = Tokenizer(model)
 
-  # SentencePiece's order: character map, whitespace clean-up, dummy prefix, spaces to "▁".
+  # SentencePiece's order: character map, then spaces to "▁". The whitespace clean-up and the dummy
+  # prefix stay off, as Vocabulary switches them off (text is encoded verbatim).
   steps = []
   if norm.precompiled_charsmap:
     steps.append(normalizers.Precompiled(norm.precompiled_charsmap))
-  if norm.remove_extra_whitespaces:
-    steps += [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
-  if norm.add_dummy_prefix:
-    steps.append(normalizers.Prepend(" "))
   steps.append(normalizers.Replace(" ", "▁"))
   tok.normalizer = normalizers.Sequence(steps)
   splits = []
@@ -71,15 +68,10 @@ def text_tokenizer(sp_model: str) -> Tokenizer:
     splits.append(pre_tokenizers.Digits(individual_digits=True))
   if splits:
     tok.pre_tokenizer = pre_tokenizers.Sequence(splits)
-  dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-  if norm.add_dummy_prefix:
-    dec.append(decoders.Strip(content=" ", left=1))
-  tok.decoder = decoders.Sequence(dec)
+  tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
 
   # Control (BOS, EOS) and user-defined pieces (<|im_start|>, ...) are added tokens: the text
-  # between them is encoded run by run, as our pipeline encodes ChatML (marker ids added directly).
-  # (SentencePiece on one raw string holding such a piece puts the dummy-prefix "▁" once, at the
-  # very start, instead of at the start of each run: only those raw strings differ.)
+  # between them is encoded run by run, as our pipeline encodes ChatML (Vocabulary.encode_with_specials).
   tok.add_tokens([AddedToken(p.piece, normalized=False, special=p.type == _CONTROL)
                   for p in proto.pieces if p.type in (_CONTROL, _USER_DEFINED)])
   return tok
@@ -93,7 +85,7 @@ def multimodal_tokenizer(vocab: Vocabulary) -> Tokenizer:
   if tok.get_vocab_size(with_added_tokens=False) != vocab.text_size:
     raise ValueError(f"{vocab.text_model}: {tok.get_vocab_size(False)} pieces, vocabulary says "
                      f"text_size={vocab.text_size}")
-  extra = [AddedToken(vocab.id_to_piece(i), normalized=False, special=True, lstrip=True, rstrip=True)
+  extra = [AddedToken(vocab.id_to_piece(i), normalized=False, special=True, lstrip=False, rstrip=False)
            for i in range(vocab.text_size, vocab.size)]
   tok.add_special_tokens(extra)
   for i in (vocab.text_size, vocab.image_base, vocab.speech_base, vocab.size - 1):

@@ -7,7 +7,7 @@ from flax import nnx
 
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.train.checkpoint import load_params, resolve_params_dir
-from mio_jax.train.run_config import find_run_config
+from mio_jax.train.run_config import find_run_config, run_template_set
 from mio_jax.vocab import Vocabulary
 
 
@@ -35,3 +35,11 @@ def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Trans
   params = load_params(params_dir, shapes, jax.tree.map(lambda _: device, shapes))
   nnx.replace_by_pure_dict(state, params)
   return nnx.merge(graphdef, state), vocab
+
+
+def checkpoint_template_set(checkpoint: str) -> str:
+  """The template set (config.data.template_set) the checkpoint's run trained with."""
+  try:
+    return run_template_set(find_run_config(resolve_params_dir(checkpoint)))
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None

@@ -1,10 +1,13 @@
 """Prompt ids from text plus media code blocks, and generated ids back to text plus media codes.
 
 Prompt text may name MIO's special tokens literally (`<image>`, `</image>`, `<spch>`, `</spch>`,
-`[IMG]`, `[SPCH]`) and the placeholders `{image}` / `{speech}`, where the given image codes
-(an [h, w] grid, as an image block) and speech codes ([layers, frames], content layer only, as an
-input block) go. Media given without a placeholder is put before the text. A prompt that ends with
-`<image>` or `<spch>` asks for that modality next.
+`[IMG]`, `[SPCH]`, and `<|im_start|>` / `<|im_end|>` / BOS / EOS) and the placeholders `{image}` /
+`{speech}`, where the given image codes (an [h, w] grid, as an image block) and speech codes
+([layers, frames], content layer only, as an input block) go. Media given without a placeholder is
+put before the text. A prompt that ends with `<image>` or `<spch>` asks for that modality next.
+Text is kept verbatim (spaces and newlines included) and encoded by the rule training samples use
+(mio_jax/data/text_runs.py), so a template's prompt (data.templates.prompt_text) gives the ids
+training saw; e.g. MIO's "{image} The caption of this image is".
 """
 
 from __future__ import annotations
@@ -14,32 +17,29 @@ import re
 
 import numpy as np
 
-from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
+from mio_jax.data.text_runs import encode_segments
+from mio_jax.vocab import Vocabulary
 
 _PLACEHOLDERS = ("{image}", "{speech}")
-_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS + _PLACEHOLDERS) + ")")
+_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in _PLACEHOLDERS) + ")")
 
 
 def build_prompt(vocab: Vocabulary, text: str, *, image_codes=None, speech_codes=None,
                  bos: bool = True) -> np.ndarray:
   blocks = {"{image}": None if image_codes is None else vocab.image_ids(image_codes),
             "{speech}": None if speech_codes is None else vocab.speech_ids(speech_codes, output=False)}
-  ids = [vocab.bos] if bos else []
+  segments = [([vocab.bos], 0.0)] if bos else []
   for name, block in blocks.items():
     if block is not None and name not in text:
-      ids.extend(block.tolist())
+      segments.append((block, 0.0))
   for part in _SPLIT.split(text):
-    if not part:
-      continue
     if part in _PLACEHOLDERS:
       if blocks[part] is None:
         raise ValueError(f"prompt uses {part} but no --{part[1:-1]}_codes file was given")
-      ids.extend(blocks[part].tolist())
-    elif part in SPECIAL_TOKENS:
-      ids.append(vocab.piece_to_id(part))
+      segments.append((blocks[part], 0.0))
     else:
-      ids.extend(vocab.encode_text(part))
-  return np.asarray(ids, np.int32)
+      segments.append((part, 0.0))
+  return encode_segments(vocab, segments)[0]
 
 
 @dataclasses.dataclass

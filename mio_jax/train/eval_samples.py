@@ -3,10 +3,12 @@
 From the first `eval.samples` held-out image_text and speech_text samples of `eval.mixed_shards`,
 four tasks, each prompted exactly as training lays the sample out (mio_jax/data/templates.py):
 
-    captioning          "[BOS] {image} The caption of this image is:"           -> text (greedy)
-    asr                 "[BOS] {speech} Transcribe this speech:"                -> text (greedy)
-    image_from_caption  '[BOS] Please generate an image of "{caption}": <image>' -> one image block
-    speech_from_text    '[BOS] Please generate a speech of "{text}": <spch>'    -> one speech block
+    captioning          "[BOS] {image} The caption of this image is"                  -> text (greedy)
+    asr                 "[BOS] {speech} The transcription of this speech is"          -> text (greedy)
+    image_from_caption  "[BOS] Please generate an image of ``{caption}'': <image>"   -> one image block
+    speech_from_text    "[BOS] Please generate a speech of ``{text}'': <spch>"       -> one speech block
+
+(in config.data.template_set, here the default "mio_release"; "paper" words them as the paper does).
 
 Texts go to TensorBoard as text summaries (with the reference); an image or speech block as an image
 or audio summary, decoded by `eval.image_tokenizer` / `eval.speech_tokenizer` (tokenizer dirs as the
@@ -26,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from mio_jax.data.pipeline import heldout_paths
-from mio_jax.data.templates import TemplateOptions, build_tokens, media_and_text
+from mio_jax.data.templates import DEFAULT_TEMPLATE_SET, TemplateOptions, build_tokens, media_and_text
 from mio_jax.evaluate.pairing import MEDIA, text_of
 from mio_jax.evaluate.tasks import prompt_and_reference
 from mio_jax.generate.constraints import Layout
@@ -42,26 +44,27 @@ TASKS = {"captioning": ("image_text", "text"), "asr": ("speech_text", "text"),
          "image_from_caption": ("image_text", "image"), "speech_from_text": ("speech_text", "speech")}
 
 
-def generation_prompt(sample, vocab: Vocabulary, stage: int) -> np.ndarray:
+def generation_prompt(sample, vocab: Vocabulary, stage: int,
+                      template_set: str = DEFAULT_TEMPLATE_SET) -> np.ndarray:
   """The generation template's ids up to and including the media block's opening tag."""
   opts = TemplateOptions(stage=stage, image_generation_prob=1.0, speech_generation_prob=1.0,
-                         add_eos=False)  # probability 1: always text first
-  ids, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source)
-  opening = vocab.image_start if sample.kind == "image_text" else vocab.speech_start
-  return ids[:int(np.flatnonzero(ids == opening)[0]) + 1]
+                         template_set=template_set)  # probability 1: always text first
+  return build_tokens(sample, vocab, np.random.default_rng(0), opts, where=sample.source,
+                      prompt_only=True)[0]
 
 
 class SampleTask:
   """One task's fixed prompts (one left-padded batch) and how much to generate."""
 
-  def __init__(self, name: str, samples: list, vocab: Vocabulary, stage: int, text_tokens: int):
+  def __init__(self, name: str, samples: list, vocab: Vocabulary, stage: int, text_tokens: int,
+               template_set: str = DEFAULT_TEMPLATE_SET):
     self.name, self.output = name, TASKS[name][1]
     if self.output == "text":
-      pairs = [prompt_and_reference(s, vocab, stage) for s in samples]
+      pairs = [prompt_and_reference(s, vocab, stage, template_set) for s in samples]
       self.prompts, self.references = [p for p, _ in pairs], [r for _, r in pairs]
       self.max_new_tokens, self.speech_frames = text_tokens, 0
     else:
-      self.prompts = [generation_prompt(s, vocab, stage) for s in samples]
+      self.prompts = [generation_prompt(s, vocab, stage, template_set) for s in samples]
       self.references = [text_of(s).strip() for s in samples]
       media = [np.asarray(media_and_text(s, self.output)[0]["codes"]) for s in samples]
       if self.output == "image":  # the held-out images' grid, then </image>
@@ -96,7 +99,8 @@ class EvalSamples:
     for name, (kind, _) in TASKS.items():
       group = [s for s in samples if s.kind == kind]
       if group:
-        self.tasks.append(SampleTask(name, group, self.vocab, stage, int(e.sample_tokens)))
+        self.tasks.append(SampleTask(name, group, self.vocab, stage, int(e.sample_tokens),
+                                     config.data.template_set))
     missing = sorted({k for k, _ in TASKS.values()} - {s.kind for s in samples})
     if missing:
       log.info("eval samples: no held-out %s samples in config.eval.mixed_shards", ", ".join(missing))

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mio_jax.data.pipeline import build_heldout_dataset, heldout_paths
 from mio_jax.data.shards import ShardReader
+from mio_jax.data.templates import DEFAULT_TEMPLATE_SET
 from mio_jax.data.train_iterator import row_streams
 from mio_jax.evaluate.pairing import MEDIA, mismatched_partners, paired_sequences
 from mio_jax.parallel.batch_split import batch_shard
@@ -78,8 +79,8 @@ def pooled_losses(rows: dict[str, np.ndarray], modalities) -> dict[str, float | 
   return out
 
 
-def pairing_rows(samples, vocab: Vocabulary, *, stage: int, seq_len: int
-                 ) -> dict[str, tuple[np.ndarray, int]]:
+def pairing_rows(samples, vocab: Vocabulary, *, stage: int, seq_len: int,
+                 template_set: str = DEFAULT_TEMPLATE_SET) -> dict[str, tuple[np.ndarray, int]]:
   """kind -> (rows of pairing.py's real then mismatched sequences as batch dicts of [2n, seq_len],
   n). A pair whose sequences do not fit seq_len is left out; a kind with fewer than 2 pairs too."""
   out = {}
@@ -92,7 +93,7 @@ def pairing_rows(samples, vocab: Vocabulary, *, stage: int, seq_len: int
     except ValueError as e:
       log.warning("eval pairing margin for %s left out: %s", kind, e)
       continue
-    pairs = list(zip(*paired_sequences(group, partners, vocab, stage)))
+    pairs = list(zip(*paired_sequences(group, partners, vocab, stage, template_set)))
     fitting = [p for p in pairs if max(len(p[0][0]), len(p[1][0])) - 1 <= seq_len]
     if len(fitting) < len(pairs):
       log.info("eval pairing margin for %s: %d of %d pairs are longer than data.seq_len=%d, left out",
@@ -153,7 +154,7 @@ class Evaluator:
     if self.pattern and e.pairing_samples:
       samples = read_pairing_samples(heldout_paths(data, self.pattern), int(e.pairing_samples))
       self.pairs = pairing_rows(samples, self.vocab, stage=min(int(data.template_stage), 3),
-                                seq_len=self.shape[1])
+                                seq_len=self.shape[1], template_set=data.template_set)
 
   def due(self, step: int) -> bool:
     return bool(self.every) and (step == 1 or step % self.every == 0 or step == self.last)

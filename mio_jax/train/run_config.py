@@ -1,7 +1,11 @@
 """`model_config.json` next to a run's checkpoints: the model and vocabulary config, so an export
 (or the next stage) rebuilds the network without the original config file.
 
-    WORKDIR/model_config.json   {"model": {...ModelConfig fields}, "vocab": {...config.vocab}}
+    WORKDIR/model_config.json   {"model": {...ModelConfig fields}, "vocab": {...config.vocab},
+                                 "data": {"template_set": ...}}
+
+The template set is recorded so evaluation and generation prompt a checkpoint in the wording it
+trained on (`run_template_set`).
 
 WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once at start
 (`save_run_config(workdir, config)`); the export, the import and generation find it with
@@ -32,7 +36,16 @@ def run_config_dict(config) -> dict:
   vocab = {k: v for k, v in _plain(config.vocab).items() if k in _VOCAB_KEYS}
   if vocab.get("text_model"):  # recorded absolute: the export may run from another directory
     vocab["text_model"] = storage.as_str(vocab["text_model"])
-  return {"model": model, "vocab": vocab}
+  out = {"model": model, "vocab": vocab}
+  data = config.get("data") if hasattr(config, "get") else None
+  if data is not None and "template_set" in data:
+    out["data"] = {"template_set": data["template_set"]}
+  return out
+
+
+def run_template_set(run: dict | None) -> str:
+  """The template set a run trained with; runs recorded before the key existed used the paper's."""
+  return ((run or {}).get("data") or {}).get("template_set", "paper")
 
 
 def save_run_config(workdir: str, config) -> str:

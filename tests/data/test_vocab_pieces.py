@@ -60,17 +60,19 @@ def test_our_pieces_are_what_mio_decodes(order):
   np.testing.assert_array_equal(mio_speech_codes(speech_str), codes[:4])
   # And MIO's strings (tokenize_speeches: f"<spch{int(tokenid) + vocab_size * k}>") parse to our ids.
   mio_str = "<spch>" + "".join(f"<spch{int(c) + 1024 * k}>" for k in range(4) for c in codes[k]) + "</spch>"
-  assert v.encode_with_pieces(mio_str) == v.speech_ids(codes, output=True).tolist()
+  assert v.encode_with_specials(mio_str) == v.speech_ids(codes, output=True).tolist()
 
 
-def test_encode_with_pieces_mixes_text_and_codes():
+def test_encode_with_specials_mixes_text_and_codes():
   v = Vocabulary(text_model=MINI)  # 1000 text ids, MIO's code blocks after them
-  ids = v.encode_with_pieces("<image><img12><img7></image> The caption of this image is")
-  assert ids == [1005, 1006 + 12, 1006 + 7, 1004] + v.encode_text("The caption of this image is")
-  ids = v.encode_with_pieces("say <spch><spch5> </spch>  then stop")
-  assert ids == v.encode_text("say") + [1003, 1006 + 8192 + 5, 1001] + v.encode_text("then stop")
-  # decode -> encode_with_pieces is the identity when each text run was encoded on its own.
+  ids = v.encode_with_specials("<image><img12><img7></image> The caption of this image is")
+  # Text between pieces is verbatim (MIO's added tokens keep the whitespace next to them).
+  assert ids == [1005, 1006 + 12, 1006 + 7, 1004] + v.encode_text(" The caption of this image is")
+  ids = v.encode_with_specials("say <spch><spch5> </spch>  then stop")
+  assert ids == (v.encode_text("say ") + [1003, 1006 + 8192 + 5] + v.encode_text(" ") + [1001]
+                 + v.encode_text("  then stop"))
+  # decode -> encode_with_specials is the identity when each text run was encoded on its own.
   ids = v.encode_text("a red cube") + v.image_ids(np.array([[3, 9]])).tolist() + v.encode_text("on grass")
-  assert v.encode_with_pieces(v.decode(ids)) == ids
+  assert v.encode_with_specials(v.decode(ids)) == ids
   with pytest.raises(ValueError, match="<spch4096>"):
-    v.encode_with_pieces("<spch4096>")
+    v.encode_with_specials("<spch4096>")

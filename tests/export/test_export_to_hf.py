@@ -53,7 +53,7 @@ def test_export_writes_sharded_llama_checkpoint(tiny_export):
   from mio_jax.vocab import Vocabulary
 
   vocab, tok = Vocabulary.from_config(TINY_VOCAB), AutoTokenizer.from_pretrained(out)
-  expected = [vocab.bos, 1005, 1006 + 3, 1004] + vocab.encode_text("a red cube")
+  expected = [vocab.bos, 1005, 1006 + 3, 1004] + vocab.encode_text(" a red cube")  # verbatim, as MIO
   assert tok("<image><img3></image> a red cube").input_ids == expected
 
 

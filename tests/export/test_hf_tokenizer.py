@@ -5,7 +5,7 @@ import pytest
 
 from export_helpers import TINY, TINY_VOCAB
 from mio_jax.data.shards import Sample
-from mio_jax.data.templates import TEMPLATES, TemplateOptions, build_tokens
+from mio_jax.data.templates import TEMPLATE_SETS, TemplateOptions, build_tokens
 from mio_jax.export import mapping
 from mio_jax.export.hf_tokenizer import save_hf_tokenizer
 from mio_jax.vocab import Vocabulary
@@ -47,12 +47,14 @@ def test_plain_text_matches_sentencepiece(exported, text):
   assert tok(text).input_ids == [vocab.bos] + vocab.encode_text(text)
 
 
+@pytest.mark.parametrize("template_set", sorted(TEMPLATE_SETS))
 @pytest.mark.parametrize("kind,prob,template", [
     ("image_text", 0.0, "image_caption"), ("image_text", 1.0, "image_generation"),
-    ("video_text", 1.0, "video_generation"), ("speech_text", 0.0, "speech_asr"),
-    ("speech_text", 1.0, "speech_tts")])
-def test_template_strings_give_pipeline_ids(exported, kind, prob, template):
-  """A rendered template (media as their pieces) encodes to build_tokens' ids, minus the EOS."""
+    ("video_text", 0.0, "video_caption"), ("video_text", 1.0, "video_generation"),
+    ("speech_text", 0.0, "speech_asr"), ("speech_text", 1.0, "speech_tts")])
+def test_template_strings_give_pipeline_ids(exported, kind, prob, template, template_set):
+  """A rendered template as one string (media as their pieces), as MIO tokenizes its prompts,
+  encodes to build_tokens' ids, minus the EOS; and decodes back to that string."""
   vocab, tok = exported
   rng = np.random.default_rng(0)
   media = {"image_text": ("image", rng.integers(0, 1024, (3, 4))),
@@ -61,7 +63,8 @@ def test_template_strings_give_pipeline_ids(exported, kind, prob, template):
   text = "a small red cube, 3 cm wide"
   sample = Sample(kind=kind, parts=[{"type": media[0], "codes": media[1]}, {"type": "text", "text": text}],
                   source="test")
-  opts = TemplateOptions(image_generation_prob=prob, video_generation_prob=prob, speech_generation_prob=prob)
+  opts = TemplateOptions(image_generation_prob=prob, video_generation_prob=prob, speech_generation_prob=prob,
+                         template_set=template_set)
   ids, _ = build_tokens(sample, vocab, np.random.default_rng(0), opts)
   if media[0] == "speech":
     media_ids = vocab.speech_ids(media[1], output=template == "speech_tts")
@@ -70,11 +73,11 @@ def test_template_strings_give_pipeline_ids(exported, kind, prob, template):
   else:
     media_ids = vocab.image_ids(media[1])
   field = {"image_text": "caption", "video_text": "description", "speech_text": "transcription"}[kind]
-  string = TEMPLATES[template].format(**{media[0]: pieces(vocab, media_ids), field: text})
+  t = TEMPLATE_SETS[template_set][template]
+  string = (t.prompt + t.answer).format(**{media[0]: pieces(vocab, media_ids), field: text})
   hf_ids = tok(string).input_ids
   assert hf_ids == ids[:-1].tolist() and ids[-1] == vocab.eos
-  assert tok.decode(hf_ids, skip_special_tokens=True).strip().replace("  ", " ") == (
-      TEMPLATES[template].replace("{" + media[0] + "}", "").format(**{field: text}).strip().replace("  ", " "))
+  assert tok.decode(hf_ids[1:]) == string  # verbatim: every space and special piece comes back
 
 
 def test_unigram_text_model_matches_sentencepiece(tmp_path):
@@ -92,4 +95,4 @@ def test_unigram_text_model_matches_sentencepiece(tmp_path):
   for text in TEXTS:
     assert tok.encode(text, add_special_tokens=False).ids == vocab.encode_text(text), text
   block = vocab.image_ids(np.array([[1, 15]]))
-  assert tok.encode(pieces(vocab, block) + " hi").ids == [vocab.bos, *block, *vocab.encode_text("hi")]
+  assert tok.encode(pieces(vocab, block) + " hi").ids == [vocab.bos, *block, *vocab.encode_text(" hi")]

@@ -225,12 +225,12 @@ def test_exported_tokenizer_reads_and_writes_mio_strings(speech_first_export):
   added = mio_added_tokens("speech_first")
   string = "<image><img12><img7></image> The caption of this image is"
   expected = [vocab.bos, added["<image>"], added["<img12>"], added["<img7>"], added["</image>"]] + vocab.encode_text(
-      "The caption of this image is")
+      " The caption of this image is")  # verbatim: MIO's added tokens keep the space after them
   tok = AutoTokenizer.from_pretrained(out)
   assert tok(string).input_ids == expected
   assert tok("say <spch><spch5><spch1029></spch>", add_special_tokens=False).input_ids == vocab.encode_text(
-      "say") + [added["<spch>"], added["<spch5>"], added["<spch1029>"], added["</spch>"]]
-  assert tok(string, add_special_tokens=False).input_ids == vocab.encode_with_pieces(string)
+      "say ") + [added["<spch>"], added["<spch5>"], added["<spch1029>"], added["</spch>"]]
+  assert tok(string, add_special_tokens=False).input_ids == vocab.encode_with_specials(string)
   # tokenization_mio.py's detokenize: batch_decode(skip_special_tokens=False), then its regexes.
   codes = np.random.default_rng(0).integers(0, 1024, (4, 3))
   ids = vocab.image_ids(np.array([[12, 7]])).tolist() + vocab.speech_ids(codes, output=True).tolist()
