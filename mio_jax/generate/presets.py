@@ -1,13 +1,15 @@
 """Per-task decoding defaults, as MIO's released infer.py sets `generation_config` (github
 MIO-Team/MIO, infer.py, the docstring "Typically, the following generation_config performs the best").
 
-    decoding = resolve("image_generation")                 # 5 beams, repetition penalty 1.15
-    decoding = resolve("tts", num_beams=None, settings=None)  # top-p 0.7 sampling, penalty 1.15
+    decoding = resolve("image_generation")       # 5 beams, repetition penalty 1.15
+    decoding = resolve("tts")                    # top-p 0.7 sampling, penalty 1.15
+    decoding = resolve("text", num_beams=1)      # a given value overrides: greedy
 
 MIO applies one generation_config to every generated token (Hugging Face `generate`), so a task's
 settings are the same in text, image and speech mode. With do_sample=False, Hugging Face ignores
-top_p and temperature (no warpers): beams (num_beams > 1) or greedy. Without a task the defaults are
-this codebase's per-modality `Settings()` (greedy text, top-p 0.7 media, 1.15 for speech), 1 beam.
+top_p and temperature (no warpers): beams (num_beams > 1) or greedy. Our beam search never samples
+(beam sampling, do_sample with num_beams > 1, is in no row of infer.py). Without a task the defaults
+are this codebase's per-modality `Settings()` (greedy text, top-p 0.7 media, 1.15 speech), 1 beam.
 """
 
 from __future__ import annotations
@@ -28,16 +30,9 @@ class TaskConfig:
   length_penalty: float = 1.0
 
 
-# infer.py, quoted (each line "- task:" then its generation_config):
-#   text generation:  num_beams=5, do_sample=False, repetition_penalty=1.0, temperature=1.0, length_penalty=1.0
-#   image generation: num_beams=5, do_sample=False, repetition_penalty=1.15, temperature=1.0, top_p=0.7, length_penalty=1.0
-#   tts:              num_beams=1, do_sample=True, repetition_penalty=1.15, temperature=1.0, top_p=0.7, length_penalty=1.0
-#   speech generation (not tts):
-#                     num_beams=5, do_sample=False, repetition_penalty=2.0, temperature=1.0, top_p=0.7, length_penalty=1.0
-#   speech to speech: num_beams=5, do_sample=False, repetition_penalty=1.15, temperature=1.0, top_p=0.7, length_penalty=1.0
-#   video generation: num_beams=1, do_sample=True, repetition_penalty=1.15, temperature=1.0, top_p=0.7, length_penalty=1.0
-#   multimodal interleaved generation:
-#                     num_beams=1, do_sample=True, repetition_penalty=1.15, temperature=1.0, top_p=0.7, length_penalty=1.0
+# infer.py's rows in its own order (text, image generation, tts, speech generation (not tts), speech
+# to speech, video generation, multimodal interleaved generation); every row has temperature=1.0 and
+# length_penalty=1.0. tests/generate/test_presets.py quotes the docstring and checks this table.
 TASKS = {
     "text": TaskConfig(num_beams=5, do_sample=False, repetition_penalty=1.0),
     "image_generation": TaskConfig(num_beams=5, do_sample=False, repetition_penalty=1.15, top_p=0.7),
