@@ -2,7 +2,7 @@
 decodes text, images and speech this way: presets.py), over the KV cache, with MIO's block layouts.
 
 What transformers' `GenerationMixin._beam_search` does (read in transformers 5.24,
-generation/utils.py; the 4.x BeamSearchScorer it replaced scores the same way), and so this file:
+generation/utils.py), and so this file:
 - Scores are log_softmax of the raw logits, THEN the logits processors. So the repetition penalty
   (RepetitionPenaltyLogitsProcessor: a seen id's score * penalty when < 0, / penalty otherwise)
   acts on log-probabilities, all <= 0: a seen id's log p is multiplied by the penalty, and nothing
@@ -19,6 +19,12 @@ generation/utils.py; the 4.x BeamSearchScorer it replaced scores the same way), 
   best running score / (new tokens so far) ** length_penalty is <= the worst pool score, no more
   enter and the search ends (a heuristic, kept once true); it also ends when all K candidates hit.
 - The result is the pool's best.
+Not matched: MIO pins transformers 4.34.0, whose BeamSearchScorer / BeamHypotheses score the same
+steps (log_softmax, then processors, top max(2, 1 + #stops) * k, hits only from the first k) but
+finish differently: a finished beam is scored sum / (prompt + new ids, the stop id excluded) **
+length_penalty; the heuristic compares the best candidate / (prompt + new ids) ** lp with the worst
+finished score; at max length the k running beams join the pool. Finished beams of different
+lengths can therefore rank differently there (and the search can end at another step).
 Constraint state (constraints.py) is carried per running beam and re-gathered with the beams, as the
 cache and the seen-ids are; stop ids are only allowed in text mode, so a beam cannot end in a block.
 """
