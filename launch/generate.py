@@ -3,16 +3,20 @@
   python launch/generate.py --checkpoint /runs/stage1 --prompt "Please generate an image of \`\`a red square''<image>"
   python launch/generate.py --checkpoint RUN --prompt "{image} The caption of this image is" --image_codes img.npy
   python launch/generate.py --checkpoint RUN --prompt "Please generate a speech of \`\`say hi'': <spch>" --max_new_tokens 400
+  python launch/generate.py --checkpoint RUN --task image_generation --prompt "Please generate an image of \`\`a cat''<image>"
 
 Prompts in the run's template wording (config.data.template_set; docs/data_pipeline.md) give the ids
-training saw: text is encoded verbatim, as the data pipeline encodes it.
+training saw: text is encoded verbatim, as the data pipeline encodes it. --task picks MIO's decoding
+settings for the task (mio_jax/generate/presets.py); explicit flags override them.
 
 Prints the generated text (media blocks shown as [image K] / [speech K]) and writes each generated
 block's codes to OUT_PREFIX_imageK.npy ([h, w]) / OUT_PREFIX_speechK.npy ([layers, frames]); with
 --image_tokenizer / --speech_tokenizer (converted tokenizer folders) also the decoded
 OUT_PREFIX_imageK.png / OUT_PREFIX_speechK.wav.
 Decoding is constrained: after <image> exactly --image_tokens image codes then </image>; after <spch>
-four equal parts (content, then three timbre layers) then </spch>. See docs/generation.md.
+four equal parts (content, then three timbre layers) then </spch>, in beam search too.
+--task picks MIO's infer.py settings for that task (mio_jax/generate/presets.py); the sampling and beam
+flags given override it. See docs/generation.md.
 """
 
 import os
@@ -26,9 +30,20 @@ from mio_jax.host_platform import default_to_cpu_without_accelerator  # noqa: E4
 default_to_cpu_without_accelerator()  # before JAX starts: on a CPU-only machine libtpu stays quiet
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+
+# Flag -> the decode.Settings fields it sets.
+_SETTING_FLAGS = {"repetition_penalty": ("text_penalty", "image_penalty", "speech_penalty"),
+                  "temperature": ("text_temperature",), "top_p": ("text_top_p",),
+                  "media_temperature": ("image_temperature", "speech_temperature"),
+                  "media_top_p": ("image_top_p", "speech_top_p"),
+                  "image_repetition_penalty": ("image_penalty",),
+                  "speech_repetition_penalty": ("speech_penalty",)}
 
 
 def parse_args(argv=None):
+  from mio_jax.generate.presets import TASKS
+
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True, help="workdir, checkpoints dir, step dir or params dir")
   p.add_argument("--prompt", required=True, help="text; may hold <image>, <spch>, {image}, {speech}")
@@ -37,15 +52,19 @@ def parse_args(argv=None):
   p.add_argument("--max_new_tokens", type=int, default=64)
   p.add_argument("--image_tokens", type=int, default=256, help="codes per image (the VQGAN grid)")
   p.add_argument("--max_speech_frames", type=int, default=0, help="cap on speech part length (0: none)")
-  p.add_argument("--temperature", type=float, default=0.0, help="text temperature (0: greedy, MIO)")
-  p.add_argument("--top_p", type=float, default=1.0, help="text top-p")
-  p.add_argument("--media_temperature", type=float, default=1.0)
-  p.add_argument("--media_top_p", type=float, default=0.7, help="MIO: 0.7 for images and speech")
-  p.add_argument("--speech_repetition_penalty", type=float, default=1.15)
-  p.add_argument("--image_repetition_penalty", type=float, default=1.0, help="MIO: 1.15 for video")
+  p.add_argument("--task", default=None, choices=list(TASKS),
+                 help="MIO's infer.py decoding for this task (beams, sampling, penalty); flags below override")
+  # Unset (None) flags keep the task's value, or without --task the per-modality defaults in brackets.
+  p.add_argument("--temperature", type=float, default=None, help="text temperature [0: greedy]")
+  p.add_argument("--top_p", type=float, default=None, help="text top-p [1.0]")
+  p.add_argument("--media_temperature", type=float, default=None, help="[1.0]")
+  p.add_argument("--media_top_p", type=float, default=None, help="images and speech [0.7]")
+  p.add_argument("--repetition_penalty", type=float, default=None, help="every mode (MIO's one value)")
+  p.add_argument("--speech_repetition_penalty", type=float, default=None, help="[1.15]")
+  p.add_argument("--image_repetition_penalty", type=float, default=None, help="[1.0]; MIO: 1.15 for video")
   p.add_argument("--stop_after_media", action="store_true", help="end at the first media block's close")
-  p.add_argument("--num_beams", type=int, default=1, help="> 1: beam search, text only")
-  p.add_argument("--length_penalty", type=float, default=1.0, help="beam score / length**this")
+  p.add_argument("--num_beams", type=int, default=None, help="> 1: beam search, layouts kept [1]")
+  p.add_argument("--length_penalty", type=float, default=None, help="beam score / length**this [1.0]")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no_bos", action="store_true", help="do not start the prompt with BOS")
   p.add_argument("--text_model", default=None, help="SentencePiece .model override")
@@ -65,11 +84,23 @@ def _load_codes(path, what):
     raise ValueError(f"--{what}={path}: cannot read a .npy array: {e}") from e
 
 
+def decoding(args):
+  """presets.Decoding: the --task's (or the plain defaults), with each flag given replacing its fields."""
+  from mio_jax.generate import presets
+
+  settings = presets.resolve(args.task).settings
+  for flag, fields in _SETTING_FLAGS.items():  # in order: the per-mode penalties after the common one
+    value = getattr(args, flag)
+    if value is not None:
+      settings = dataclasses.replace(settings, **{f: value for f in fields})
+  return presets.resolve(args.task, settings=settings, num_beams=args.num_beams,
+                         length_penalty=args.length_penalty)
+
+
 def run(args) -> dict:
   import numpy as np
 
   from mio_jax.generate.complete import complete
-  from mio_jax.generate.decode import Settings
   from mio_jax.generate.load import load_model
   from mio_jax.generate.media_files import MediaWriter
   from mio_jax.generate.prompt import build_prompt
@@ -77,14 +108,10 @@ def run(args) -> dict:
   model, vocab = load_model(args.checkpoint, text_model=args.text_model)
   prompt = build_prompt(vocab, args.prompt, image_codes=_load_codes(args.image_codes, "image_codes"),
                         speech_codes=_load_codes(args.speech_codes, "speech_codes"), bos=not args.no_bos)
-  settings = Settings(text_temperature=args.temperature, text_top_p=args.top_p,
-                      image_temperature=args.media_temperature, image_top_p=args.media_top_p,
-                      image_penalty=args.image_repetition_penalty,
-                      speech_temperature=args.media_temperature, speech_top_p=args.media_top_p,
-                      speech_penalty=args.speech_repetition_penalty)
+  chosen = decoding(args)
   ids, out = complete(model, vocab, prompt, max_new_tokens=args.max_new_tokens,
                       image_tokens=args.image_tokens, max_speech_frames=args.max_speech_frames,
-                      settings=settings, num_beams=args.num_beams, length_penalty=args.length_penalty,
+                      settings=chosen.settings, num_beams=chosen.num_beams, length_penalty=chosen.length_penalty,
                       seed=args.seed, stop_after_media=args.stop_after_media)
   writer = MediaWriter(args.image_tokenizer, args.speech_tokenizer)
   written = []
@@ -100,7 +127,7 @@ def run(args) -> dict:
       paths.append(media["file"])
     written += paths
     print(f"wrote {', '.join(paths)}" + ("" if closed else f" (incomplete: {kind} block cut by --max_new_tokens)"))
-  return {"ids": ids, "output": out, "files": written}
+  return {"ids": ids, "output": out, "files": written, "decoding": chosen}
 
 
 def main(argv=None):

@@ -46,12 +46,19 @@ def build_prompt(vocab: Vocabulary, text: str, *, image_codes=None, speech_codes
 class Output:
   text: str  # text with each media block shown as a placeholder like [image 0] / [speech 0]
   images: list  # int32 code arrays, [h, w] when the count is a square, else flat
-  speech: list  # int32 [layers, frames]; flat ids' codes when the parts are unequal (truncated)
+  # int32 [layers, frames] (an input block, content codes only: [1, frames]); a block cut off by
+  # max_new_tokens: flat speech numbers layer * codebook + code (MIO's <spch{k}>), in order
+  speech: list
   complete: list  # per media block in order: (kind, index, closed by its end tag)
 
 
 def split_output(vocab: Vocabulary, ids, stop_ids=()) -> Output:
-  """Generated ids (up to the first stop id in text) as text and media code arrays."""
+  """Generated ids (up to the first stop id in text) as text and media code arrays.
+
+  Blocks are checked, speech as MIO's tokenization_mio.check_speech_completeness does: a malformed
+  block raises ValueError naming it (see speech_block). A block without its closing tag (cut off by
+  max_new_tokens) is not an error: it is reported with closed=False in `complete`.
+  """
   ids = [int(i) for i in ids]
   text, run, out = [], [], Output("", [], [], [])
   k = 0
@@ -71,21 +78,17 @@ def split_output(vocab: Vocabulary, ids, stop_ids=()) -> Output:
       j = k + 1
       while j < len(ids) and ids[j] != end:
         j += 1
-      body = ids[k + 1:j]
+      body, closed = ids[k + 1:j], j < len(ids)
       if i == vocab.image_start:
-        codes = np.asarray([vocab.code_of(c)[2] for c in body], np.int32)
+        codes = np.asarray(_codes(vocab, body, "image", f"image block {len(out.images)}"), np.int32)
         side = int(round(np.sqrt(codes.size)))
         out.images.append(codes.reshape(side, side) if side * side == codes.size and side else codes)
         text.append(f"[image {len(out.images) - 1}]")
-        out.complete.append(("image", len(out.images) - 1, j < len(ids)))
+        out.complete.append(("image", len(out.images) - 1, closed))
       else:
-        try:
-          codes = vocab.speech_codes(body).astype(np.int32)
-        except ValueError:
-          codes = np.asarray([vocab.code_of(c)[2] for c in body], np.int32)
-        out.speech.append(codes)
+        out.speech.append(speech_block(vocab, body, closed, f"speech block {len(out.speech)}"))
         text.append(f"[speech {len(out.speech) - 1}]")
-        out.complete.append(("speech", len(out.speech) - 1, j < len(ids)))
+        out.complete.append(("speech", len(out.speech) - 1, closed))
       k = j + 1
       continue
     run.append(i)
@@ -93,6 +96,56 @@ def split_output(vocab: Vocabulary, ids, stop_ids=()) -> Output:
   flush()
   out.text = "".join(text)
   return out
+
+
+def _codes(vocab: Vocabulary, body, modality: str, where: str) -> list:
+  """(layer, code) of each id of a block body, all of `modality` (else ValueError naming `where`)."""
+  out = []
+  for pos, i in enumerate(body):
+    try:
+      kind, layer, code = vocab.code_of(i)
+    except ValueError:
+      kind = None
+    if kind != modality:
+      article = "an" if modality == "image" else "a"
+      raise ValueError(f"{where}: id {i} at position {pos} is not {article} {modality} code")
+    out.append(code if modality == "image" else (layer, code))
+  return out
+
+
+def speech_block(vocab: Vocabulary, body, closed: bool, where: str = "speech block") -> np.ndarray:
+  """A speech block's codes, checked as MIO's check_speech_completeness (tokenization_mio.py):
+  consecutive parts of one layer each must come in layer order 0, 1, ..., L-1 with equal lengths
+  ("Must have exactly four parts", "Parts are not in the correct order", "Each part must have the
+  same number of tokens"). Closed: all L parts -> [L, frames], or content codes only (an input
+  block, as prompts hold them) -> [1, frames]. Not closed (cut off): the parts so far must be in
+  order, the finished ones of equal length, the last no longer -> flat layer * codebook + code."""
+  codes = _codes(vocab, body, "speech", where)
+  parts: list = []  # [layer, count] per run of one layer
+  for layer, _ in codes:
+    if parts and parts[-1][0] == layer:
+      parts[-1][1] += 1
+    else:
+      parts.append([layer, 1])
+  layers, counts = [p[0] for p in parts], [p[1] for p in parts]
+  if layers != list(range(len(parts))):
+    raise ValueError(f"{where}: speech layers out of order: parts are layers {layers} with {counts} codes, "
+                     f"expected layers 0..{vocab.speech_layers - 1} in order")
+  if not closed:
+    if any(c != counts[0] for c in counts[1:-1]) or (len(counts) > 1 and counts[-1] > counts[0]):
+      raise ValueError(f"{where}: speech layer parts of unequal length {counts} (cut off)")
+    return np.asarray([layer * vocab.speech_codebook + code for layer, code in codes], np.int32)
+  if not parts:
+    raise ValueError(f"{where}: no speech codes between <spch> and </spch>")
+  if len(parts) == 1:
+    return np.asarray([[code for _, code in codes]], np.int32)
+  if len(parts) != vocab.speech_layers:
+    raise ValueError(f"{where}: {len(parts)} speech layer parts with {counts} codes, expected "
+                     f"{vocab.speech_layers} (content, then the timbre layers) or content only")
+  if len(set(counts)) != 1:
+    raise ValueError(f"{where}: speech layer parts of unequal length {counts}, expected equal")
+  return np.asarray([[code for _, code in codes[p * counts[0]:(p + 1) * counts[0]]]
+                     for p in range(len(parts))], np.int32)
 
 
 def unclosed_block(vocab: Vocabulary, prompt) -> np.ndarray:

@@ -102,9 +102,25 @@ def test_cli_beam_search_equals_library(run_dir, tmp_path):
   result = cli.run(args)
   stops = (vocab.eos, vocab.im_end)
   best, _ = beam_search(model, build_prompt(vocab, "the cat"), num_beams=2, max_new_tokens=6,
-                        stop_ids=tuple(sorted(set(stops))), layout=Layout.from_vocab(vocab, 256))
+                        stop_ids=tuple(sorted(set(stops))), layout=Layout.from_vocab(vocab, 256),
+                        repetition_penalty=(1.0, 1.0, 1.15))  # the plain defaults' per-mode penalties
   np.testing.assert_array_equal(result["ids"], np.asarray(best))
-  assert all(i < vocab.text_size for i in result["ids"])  # text only
+
+
+def test_cli_task_speech_generation_beams_into_a_speech_block(run_dir, tmp_path):
+  # MIO's speech generation: 5 beams, repetition penalty 2.0 (infer.py); the beams keep the layout.
+  from mio_jax.generate.beam import beam_search
+  workdir, model, vocab = run_dir
+  args = cli.parse_args(["--checkpoint", workdir, "--prompt", "hello <spch>", "--task", "speech_generation",
+                         "--max_speech_frames", "2", "--max_new_tokens", "12", "--out_prefix", str(tmp_path / "t")])
+  result = cli.run(args)
+  best, _ = beam_search(model, build_prompt(vocab, "hello <spch>"), num_beams=5, max_new_tokens=12,
+                        stop_ids=(vocab.eos, vocab.im_end), layout=Layout.from_vocab(vocab, 256, 2),
+                        repetition_penalty=2.0)
+  np.testing.assert_array_equal(result["ids"], np.asarray(best))
+  assert result["output"].complete[0] == ("speech", 0, True)
+  codes = np.load(tmp_path / "t_speech0.npy")
+  assert codes.shape[0] == 4 and 1 <= codes.shape[1] <= 2  # four equal parts, as MIO decodes them
 
 
 def test_cli_decodes_generated_blocks_to_png_and_wav(run_dir, tmp_path):
