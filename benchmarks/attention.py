@@ -7,7 +7,10 @@ Causal, bf16, head_dim 128, packed segments (random sample lengths) for every im
 them; cuDNN runs causal-only without segments (it cannot apply them), so its row is a reference
 for speed, not a like-for-like mask. FLOPs use FlashAttention's convention: causal forward =
 2 matmuls x 2 x b x h x s^2 x d / 2, backward = 2.5 x forward; masked-out work the XLA reference
-still performs is not counted. Ratios are against the XLA reference measured in the same run.
+still performs is not counted. Ratios are against the XLA reference measured in the same run:
+per sequence length the impls' calls interleave (benchmarks/protocol.py); the table shows medians,
+and the ratio of bests beside the ratio of medians. The train-step MFU runs go one impl after the
+other (each holds a whole model's state), median of --steps steps.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, uninstalled
 
+from benchmarks import protocol  # noqa: E402
 from mio_jax.kernels.block_sizes import default_block_sizes  # noqa: E402
 from mio_jax.kernels.cudnn import cudnn_attention_unmasked  # noqa: E402
 from mio_jax.model.attention import attention  # noqa: E402
@@ -42,15 +47,11 @@ def packed_segment_ids(rng, batch, seq, mean_len):
   return jnp.asarray(np.stack(rows), jnp.int32)
 
 
-def time_fn(fn, *args, iters):
+def compiled(fn, *args):
+  """fn(*args) as a no-argument call, compiled and warmed; raises what compiling raises."""
   jax.block_until_ready(fn(*args))  # compile
   jax.block_until_ready(fn(*args))  # warm
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return lambda: fn(*args)
 
 
 def _impl(q, k, v, seg, impl, blocks=None):
@@ -68,12 +69,13 @@ def attention_impls(backend, head_dim):
   return out
 
 
-def bench_attention(args, backend):
+def bench_attention(args, backend, run):
   rng = np.random.default_rng(0)
   print(f"\n# attention kernels: causal, {args.dtype}, head_dim {args.head_dim}, heads "
-        f"{args.heads}/{args.kv_heads} (q/kv), {args.tokens} tokens per call, packed segments")
-  print(f"{'seq':>6} {'batch':>5} {'impl':<20} {'fwd ms':>9} {'fwd TF/s':>9} {'x xla':>6} "
-        f"{'f+b ms':>9} {'f+b TF/s':>9} {'x xla':>6}")
+        f"{args.heads}/{args.kv_heads} (q/kv), {args.tokens} tokens per call, packed segments; "
+        f"{args.iters} interleaved rounds, medians (x xla: ratio of medians / of bests)")
+  print(f"{'seq':>6} {'batch':>5} {'impl':<20} {'fwd ms':>9} {'fwd TF/s':>9} {'x xla':>11} "
+        f"{'f+b ms':>9} {'f+b TF/s':>9} {'x xla':>11}")
   dtype = jnp.dtype(args.dtype)
   for seq in args.seqs:
     b = max(1, args.tokens // seq)
@@ -84,24 +86,33 @@ def bench_attention(args, backend):
     do = jax.random.normal(keys[3], q.shape, dtype)
     seg = packed_segment_ids(rng, b, seq, args.mean_sample_len)
     fwd_flops = 4.0 * b * args.heads * seq * seq * args.head_dim / 2
-    ref = {}
+    sides = {}
     for name, fn in attention_impls(backend, args.head_dim).items():
       fwd = jax.jit(fn)
       fwd_bwd = jax.jit(jax.grad(
           lambda q, k, v, seg, fn=fn: jnp.vdot(fn(q, k, v, seg).astype(jnp.float32),
                                                do.astype(jnp.float32)), argnums=(0, 1, 2)))
       try:
-        t_f = time_fn(fwd, q, k, v, seg, iters=args.iters)
-        t_fb = time_fn(fwd_bwd, q, k, v, seg, iters=args.iters)
+        sides[(name, "f")] = compiled(fwd, q, k, v, seg)
+        sides[(name, "fb")] = compiled(fwd_bwd, q, k, v, seg)
       except Exception as e:  # noqa: BLE001 - one impl failing (OOM, unsupported) must not end the run
+        sides.pop((name, "f"), None)
         print(f"{seq:>6} {b:>5} {name:<20} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-        continue
-      if name == "xla":
-        ref = {"f": t_f, "fb": t_fb}
-      ratio = lambda key, t: f"{ref[key] / t:6.2f}" if ref else "   n/a"
+    times = run.interleaved({f"{n}/{p}": fn for (n, p), fn in sides.items()}, args.iters,
+                           warmup=False, quiet=True)
+    stats = {key: protocol.Stats.of(times[f"{key[0]}/{key[1]}"]) for key in sides}
+
+    def ratio(name, part):
+      if ("xla", part) not in stats:
+        return f"{'n/a':>11}"
+      best, median = protocol.ratios(stats[(name, part)], stats[("xla", part)])
+      return f"{median:5.2f}/{best:5.2f}"
+
+    for name in dict.fromkeys(n for n, _ in sides):
+      t_f, t_fb = stats[(name, "f")].median, stats[(name, "fb")].median
       print(f"{seq:>6} {b:>5} {name:<20} {t_f * 1e3:9.3f} {fwd_flops / t_f / 1e12:9.1f} "
-            f"{ratio('f', t_f)} {t_fb * 1e3:9.3f} {3.5 * fwd_flops / t_fb / 1e12:9.1f} "
-            f"{ratio('fb', t_fb)}")
+            f"{ratio(name, 'f')} {t_fb * 1e3:9.3f} {3.5 * fwd_flops / t_fb / 1e12:9.1f} "
+            f"{ratio(name, 'fb')}")
 
 
 def bench_train_step(args, backend):
@@ -144,11 +155,13 @@ def bench_train_step(args, backend):
         for _ in range(2):  # compile + warm
           state, m = step(state, batch)
         jax.block_until_ready(m)
-        start = time.perf_counter()
+        step_times = []
         for _ in range(args.steps):
+          start = time.perf_counter()
           state, m = step(state, batch)
-        jax.block_until_ready(m)
-        seconds = (time.perf_counter() - start) / args.steps
+          jax.block_until_ready(m)
+          step_times.append(time.perf_counter() - start)
+        seconds = statistics.median(step_times)
     except Exception as e:  # noqa: BLE001 - e.g. cudnn refusing packed segments
       print(f"{impl:<8} failed: {type(e).__name__}: {str(e).splitlines()[0][:140]}")
       continue
@@ -185,12 +198,14 @@ def main():
     args.model, args.batch, args.seq, args.steps = "tiny", 2, 64, 2
   args.seqs = [int(s) for s in args.seqs.split(",")]
   backend = jax.default_backend()
-  print(f"jax {jax.__version__}, backend {backend}, device {jax.devices()[0].device_kind}")
+  run = protocol.start("attention kernels and train-step MFU per implementation")
+  print(f"backend {backend}, device {jax.devices()[0].device_kind}")
   if backend == "cpu":
     print("CPU: 'pallas' runs in interpret mode; timings say nothing about kernel speed")
-  bench_attention(args, backend)
+  bench_attention(args, backend, run)
   if not args.skip_train_step:
     bench_train_step(args, backend)
+  run.finish()
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@ a full forward over the whole sequence for every new token, in one run, same mod
 
   python benchmarks/generate_decode.py [--prompt 64] [--new 128] [--layers 4] [--embed 256]
 
-Both sides are jitted and warmed up first; the two outputs must be the same tokens (greedy), so
+Both sides are jitted and warmed up first, then timed in interleaved rounds (benchmarks/protocol.py:
+best and median per side, ratios of both); the two outputs must be the same tokens (greedy), so
 the benchmark also checks the cache. float32, random init, GQA 8 query / 2 KV heads.
 """
 
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,6 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks import protocol  # noqa: E402
 from mio_jax.generate.decode import generate  # noqa: E402
 from mio_jax.model.transformer import ModelConfig, Transformer  # noqa: E402
 
@@ -30,7 +31,9 @@ def main():
   p.add_argument("--new", type=int, default=128)
   p.add_argument("--layers", type=int, default=4)
   p.add_argument("--embed", type=int, default=256)
+  p.add_argument("--rounds", type=int, default=3)
   args = p.parse_args()
+  run = protocol.start("generation: KV-cache decoding vs recomputing the full forward per token")
   cfg = ModelConfig(vocab_size=6126, embed_dim=args.embed, num_layers=args.layers, num_heads=8,
                     num_kv_heads=2, head_dim=args.embed // 8, mlp_dim=3 * args.embed, dtype="float32",
                     remat_policy="none")
@@ -52,20 +55,12 @@ def main():
       ids = ids.at[0, n].set(next_token(model, ids, n))
     return ids[:, plen:].block_until_ready()
 
-  cached(), recompute()  # compile
-  t = time.perf_counter()
-  a = cached()
-  t_cached = time.perf_counter() - t
-  t = time.perf_counter()
-  b = recompute()
-  t_full = time.perf_counter() - t
-  if a.tolist() != b.tolist():
+  if cached().tolist() != recompute().tolist():  # also compiles both
     sys.exit("cached and recomputed greedy tokens differ")
-  print(f"{jax.default_backend()} jax {jax.__version__}: prompt {plen}, {new} new tokens, "
-        f"{args.layers} layers x {args.embed}")
-  print(f"kv cache   {new / t_cached:8.1f} tok/s")
-  print(f"recompute  {new / t_full:8.1f} tok/s")
-  print(f"ratio      {t_full / t_cached:8.1f}x")
+  print(f"{jax.default_backend()}: prompt {plen}, {new} new tokens, {args.layers} layers x {args.embed}")
+  times = run.interleaved({"recompute": recompute, "kv cache": cached}, args.rounds, warmup=False)
+  run.compare(times, baseline="recompute", work={"recompute": new, "kv cache": new}, unit="tokens")
+  run.finish()
 
 
 if __name__ == "__main__":

@@ -8,16 +8,19 @@ with --mixed_shards, one tokenization job's mixed-kind shards (e.g. the mini cor
 `OUT/shards/*.array_record`), each source keeping its kind; without either, writes synthetic shards of realistic shapes first (16x16 image grids, 2-10 s of speech at
 50 frames/s with 8 RVQ layers, 4-8 video frames) and trains a small text model. The reference is a
 jitted train step (forward, cross-entropy, AdamW update) of a small decoder on the same batch
-shape, on this machine's CPU. Goal: pipeline >= 20x the step.
+shape, on this machine's CPU. Goal: pipeline >= 20x the step. Rounds interleave --batches/--rounds
+pipeline batches with --steps train steps (benchmarks/protocol.py); printed: best and median
+tokens/s of each and the ratios of both. Grain workers keep prefetching during the step's turn,
+which flatters each pipeline round by at most its few buffered batches.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The synthetic shard samples are test code (tests/synthetic_shards.py), not part of the package.
@@ -33,6 +36,7 @@ from configs.data import stage_weights  # noqa: E402
 from mio_jax.data import packing, pipeline  # noqa: E402
 from mio_jax.vocab import Vocabulary  # noqa: E402
 import synthetic_shards as synthetic  # noqa: E402
+from benchmarks import protocol  # noqa: E402
 
 KINDS = {"image_text": "image_text", "text": "text", "interleaved": "interleaved",
          "video_text": "video_text", "speech_text": "speech_text", "conversation": "conversation"}
@@ -44,29 +48,34 @@ def make_synthetic_shards(root: str, samples_per_source: int) -> None:
                            num_shards=4, seed=i, grid=16, speech_frames=(100, 500))
 
 
-def pipeline_rate(cfg, batches: int, warmup: int) -> tuple[float, float, float, dict]:
-  """(real tokens/s, slots/s, fraction of slots holding tokens, counters) over `batches`."""
-  vocab = Vocabulary.from_config(cfg.vocab)
-  it = iter(pipeline.build_dataset(cfg.data, vocab))
-  for _ in range(warmup):
-    next(it)
-  real = slots = 0
-  counts = 0
-  start = time.perf_counter()
-  for _ in range(batches):
-    b = next(it)
-    real += int((b["segment_ids"] > 0).sum())
-    slots += b["segment_ids"].size
-    counts = counts + b["stats"].sum(axis=0)
-  elapsed = time.perf_counter() - start
-  if hasattr(it, "close"):
-    it.close()
-  names = [f"samples/{n}" for n in pipeline.source_names(cfg.data)] + list(packing.STAT_NAMES)
-  return real / elapsed, slots / elapsed, real / slots, dict(zip(names, map(int, counts)))
+class PipelineReader:
+  """One pipeline iterator, read in chunks: packed-token counts and counters of what was read."""
+
+  def __init__(self, cfg, warmup: int):
+    self.names = [f"samples/{n}" for n in pipeline.source_names(cfg.data)] + list(packing.STAT_NAMES)
+    self.it = iter(pipeline.build_dataset(cfg.data, Vocabulary.from_config(cfg.vocab)))
+    for _ in range(warmup):
+      next(self.it)
+    self.real, self.slots, self.counts = [], [], 0
+
+  def read(self, batches: int) -> None:
+    real = slots = 0
+    for _ in range(batches):
+      b = next(self.it)
+      real += int((b["segment_ids"] > 0).sum())
+      slots += b["segment_ids"].size
+      self.counts = self.counts + b["stats"].sum(axis=0)
+    self.real.append(real)
+    self.slots.append(slots)
+
+  def close(self) -> dict:
+    if hasattr(self.it, "close"):
+      self.it.close()
+    return dict(zip(self.names, map(int, self.counts)))
 
 
-def train_step_rate(vocab_size: int, batch: int, seq_len: int, steps: int) -> float:
-  """Tokens/s of a jitted train step of a small decoder (embed 256, 4 layers) on CPU."""
+def train_steps(vocab_size: int, batch: int, seq_len: int, steps: int):
+  """A compiled train step of a small decoder (embed 256, 4 layers) on CPU -> fn running `steps`."""
   from mio_jax.model.transformer import ModelConfig, Transformer
   mc = ModelConfig(vocab_size=vocab_size, embed_dim=256, num_layers=4, num_heads=4, num_kv_heads=2,
                    head_dim=64, mlp_dim=1024, dtype="float32", remat_policy="none")
@@ -89,11 +98,13 @@ def train_step_rate(vocab_size: int, batch: int, seq_len: int, steps: int) -> fl
   pos = jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), (batch, seq_len))
   mask = jnp.ones((batch, seq_len), jnp.float32)
   step(model, opt, ids, seg, pos, ids, mask).block_until_ready()  # compile
-  start = time.perf_counter()
-  for _ in range(steps):
-    loss = step(model, opt, ids, seg, pos, ids, mask)
-  loss.block_until_ready()
-  return batch * seq_len * steps / (time.perf_counter() - start)
+
+  def run_steps():
+    for _ in range(steps):
+      loss = step(model, opt, ids, seg, pos, ids, mask)
+    loss.block_until_ready()
+
+  return run_steps
 
 
 def main() -> None:
@@ -105,10 +116,12 @@ def main() -> None:
   p.add_argument("--seq_len", type=int, default=2800)
   p.add_argument("--global_batch", type=int, default=4)
   p.add_argument("--workers", type=int, default=2)
-  p.add_argument("--batches", type=int, default=40)
-  p.add_argument("--steps", type=int, default=2, help="timed train steps; 0 skips the reference")
+  p.add_argument("--batches", type=int, default=42, help="timed pipeline batches, over all rounds")
+  p.add_argument("--steps", type=int, default=1, help="train steps per round; 0 skips the reference")
+  p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--samples_per_source", type=int, default=400)
   args = p.parse_args()
+  run = protocol.start("input pipeline vs the CPU train step")
 
   tmp = tempfile.mkdtemp(prefix="mio_bench_")
   data_dir = args.data_dir or os.path.join(tmp, "shards")
@@ -129,14 +142,25 @@ def main() -> None:
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, devices {jax.devices()[0].platform}; "
         f"stage {args.stage}, batch {args.global_batch} x {args.seq_len}, workers {args.workers}, "
         f"vocab {vocab.size}, shards {given}")
-  real, slots, fill, stats = pipeline_rate(cfg, args.batches, warmup=3)
-  print(f"pipeline: {real:,.0f} packed tokens/s ({slots:,.0f} slots/s, {fill:.1%} filled); "
-        f"counts over the timed batches: {stats}")
-  if args.steps == 0:
-    return
-  step = train_step_rate(vocab.size, args.global_batch, args.seq_len, args.steps)
-  print(f"train step (embed 256, 4 layers, CPU): {step:,.0f} tokens/s")
-  print(f"ratio pipeline/step: {real / step:.1f}x (goal >= 20x)")
+  reader = PipelineReader(cfg, warmup=3)
+  per_round = max(1, args.batches // args.rounds)
+  sides = {"pipeline": lambda: reader.read(per_round)}
+  if args.steps:
+    sides["train step"] = train_steps(vocab.size, args.global_batch, args.seq_len, args.steps)
+  times = run.interleaved(sides, args.rounds, warmup=False)
+  stats = reader.close()
+  pipe = [r / t for r, t in zip(reader.real, times["pipeline"])]
+  fill = sum(reader.real) / sum(reader.slots)
+  print(f"pipeline: {max(pipe):,.0f} best / {statistics.median(pipe):,.0f} median packed tokens/s "
+        f"({fill:.1%} of slots filled); counts over the timed batches: {stats}")
+  if args.steps:
+    tokens = args.global_batch * args.seq_len * args.steps
+    step = [tokens / t for t in times["train step"]]
+    print(f"train step (embed 256, 4 layers, CPU): {max(step):,.0f} best / "
+          f"{statistics.median(step):,.0f} median tokens/s")
+    print(f"ratio pipeline/step: {max(pipe) / max(step):.1f}x best, "
+          f"{statistics.median(pipe) / statistics.median(step):.1f}x median (goal >= 20x)")
+  run.finish()
 
 
 if __name__ == "__main__":

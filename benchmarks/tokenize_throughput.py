@@ -6,9 +6,9 @@ encoders alone on already-decoded inputs, same samples, same batch size, one run
       [--image_tokenizer DIR --speech_tokenizer DIR]
 
 Without tokenizer folders it builds the tiny random-weight ones (mio_jax.tokenize.tiny_tokenizers).
-Both measurements run after a warm-up pass, so neither includes compilation; they alternate for
---trials rounds; `ratio` compares the best time of each (the least disturbed by other processes),
-`ratio_of_medians` their medians.
+Both measurements run after a warm-up pass, so neither includes compilation; they interleave for
+--trials rounds (benchmarks/protocol.py); `ratio` compares the best time of each (the least
+disturbed by other processes), `ratio_of_medians` their medians.
 """
 
 import argparse
@@ -17,7 +17,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Corpus subsets and the mini job config are test helpers (tests/tokenize_helpers.py), not package code.
@@ -25,6 +24,7 @@ sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 import jax  # noqa: E402
 
+from benchmarks import protocol  # noqa: E402
 from mio_jax.tokenize import encoders, job, manifests, media, tiny_tokenizers  # noqa: E402
 import tokenize_helpers as helpers  # noqa: E402
 
@@ -39,16 +39,20 @@ def repeated_manifest(kind: str, repeat: int, out_dir: str) -> str:
   return path
 
 
-def encoder_only_seconds(kind, samples, cfg, pair, batch) -> float:
-  """Encoders over inputs decoded beforehand (untimed), batched exactly as the job batches them."""
+def decoded_media(kind, samples, cfg) -> list:
+  """The pixels or waves the job would encode, decoded beforehand (the encoder-only side's input)."""
+  key, typ = ("pixels", "image") if kind == "image_text" else ("wave", "speech")
   decoded = [media.decode_sample(s, cfg) for s in samples]
+  return [p[key] for parts in decoded for p in parts if p["type"] == typ]
+
+
+def encode_only(kind, inputs, pair, batch) -> None:
+  """The encoders alone, batched exactly as the job batches them."""
   image, speech = pair
-  t0 = time.perf_counter()
   if kind == "image_text":
-    encoders.encode_images(image, [p["pixels"] for parts in decoded for p in parts if p["type"] == "image"], batch)
+    encoders.encode_images(image, inputs, batch)
   else:
-    encoders.encode_speech(speech, [p["wave"] for parts in decoded for p in parts if p["type"] == "speech"], batch)
-  return time.perf_counter() - t0
+    encoders.encode_speech(speech, inputs, batch)
 
 
 def main():
@@ -62,6 +66,7 @@ def main():
   ap.add_argument("--image_tokenizer", default="")
   ap.add_argument("--speech_tokenizer", default="")
   args = ap.parse_args()
+  run = protocol.start(f"tokenization job vs encoders alone ({args.kind})")
 
   tmp = tempfile.mkdtemp(prefix="tokenize_bench_")
   speech_dir, image_dir = args.speech_tokenizer, args.image_tokenizer
@@ -78,18 +83,20 @@ def main():
   samples = manifests.read_inputs(manifest)
   cfg = job.media_config(c, pair[0])
 
-  encoder_only_seconds(args.kind, samples, cfg, pair, args.batch)  # warm-up: compile every shape
+  inputs = decoded_media(args.kind, samples, cfg)
+  encode_only(args.kind, inputs, pair, args.batch)  # warm-up: compile every shape
   job.run(c, pair)  # warm-up of the job's own path (thread pool, shard writer, partial batches)
-  # Alternate the two measurements and keep each one's best: on a shared machine the load of
-  # other processes comes and goes, and the best time is the least disturbed one.
-  enc_times, e2e_times = [], []
-  for trial in range(args.trials):
-    enc_times.append(encoder_only_seconds(args.kind, samples, cfg, pair, args.batch))
-    c.output_dir = os.path.join(tmp, f"timed{trial}")
-    t0 = time.perf_counter()
+  trial = iter(range(10 ** 9))
+
+  def end_to_end():
+    c.output_dir = os.path.join(tmp, f"timed{next(trial)}")
     summary = job.run(c, pair)
-    e2e_times.append(time.perf_counter() - t0)
     assert summary["job"]["written"] == len(samples), summary
+
+  times = run.interleaved({"encoder only": lambda: encode_only(args.kind, inputs, pair, args.batch),
+                           "end to end": end_to_end}, args.trials, warmup=False)
+  run.compare(times, baseline="encoder only", work={k: float(len(samples)) for k in times}, unit="samples")
+  enc_times, e2e_times = times["encoder only"], times["end to end"]
   enc_s, e2e_s = min(enc_times), min(e2e_times)
 
   n = len(samples)
@@ -102,6 +109,7 @@ def main():
       "encoder_only_s": [round(t, 2) for t in enc_times], "end_to_end_s": [round(t, 2) for t in e2e_times],
   }
   print(json.dumps(result, indent=1))
+  run.finish()
 
 
 if __name__ == "__main__":

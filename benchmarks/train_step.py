@@ -5,9 +5,10 @@
   python benchmarks/train_step.py --threads=1 --reference=plain   # the CPU graph rewrites vs without
 
 Both sides train the same architecture (Llama, GQA, SwiGLU, untied head) on the same shapes in
-float32 (bfloat16 compute with --dtype=bfloat16 on accelerators). Rounds alternate between the two
-so that machine noise hits both alike; the ratio is of the medians. Each side's process CPU seconds
-per step are printed too: on a loaded machine they move less than wall time. `--threads=1` runs
+float32 (bfloat16 compute with --dtype=bfloat16 on accelerators). Rounds interleave the two
+(benchmarks/protocol.py) so that machine noise hits both alike: best and median per side and the
+ratios of both. Each side's process CPU seconds per step are printed too: on a loaded machine they
+move less than wall time. `--threads=1` runs
 both sides on one core (CPU affinity, which both size their thread pools by), which load disturbs
 least.
 """
@@ -15,14 +16,14 @@ least.
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import sys
-import time
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks import protocol  # noqa: E402
 
 flags.DEFINE_string("preset", "40m", "Model preset from configs/models.py.")
 flags.DEFINE_integer("batch", 4, "Global batch (sequences).")
@@ -129,35 +130,27 @@ def torch_runner(cfg):
   return steps
 
 
-def timed(steps, n: int) -> tuple[float, float]:
-  """(tokens/s, process CPU seconds per step) over n steps."""
-  r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-  steps(n)
-  wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
-  cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-  return FLAGS.batch * FLAGS.seq * n / wall, cpu / n
-
-
 def main(argv):
   del argv
   if FLAGS.threads:  # before jax and torch size their thread pools, which follow the affinity
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:FLAGS.threads])
   import jax
+  run = protocol.start("train step: mio_jax vs " + FLAGS.reference)
   run_jax, cfg, peak, flops_per_token = jax_runner()
   run_torch = None
   if FLAGS.torch:
     run_torch = torch_runner(cfg) if FLAGS.reference == "torch" else jax_runner(False)[0]
   name = "torch" if FLAGS.reference == "torch" else "plain"
-  jax_tps, torch_tps, jax_cpu, torch_cpu = [], [], [], []
-  for r in range(FLAGS.rounds):
-    for run, tps, cpu in ((run_jax, jax_tps, jax_cpu), (run_torch, torch_tps, torch_cpu)):
-      if run:
-        tokens_per_s, cpu_s = timed(run, FLAGS.steps)
-        tps.append(tokens_per_s)
-        cpu.append(cpu_s)
-    print(f"round {r}: mio_jax {jax_tps[-1]:,.0f} tok/s ({jax_cpu[-1]:.2f} cpu-s/step)" +
-          (f"  {name} {torch_tps[-1]:,.0f} tok/s ({torch_cpu[-1]:.2f} cpu-s/step)" if torch_tps else "") +
-          f"  load {os.getloadavg()[0]:.1f}", flush=True)
+  sides = {"mio_jax": lambda: run_jax(FLAGS.steps)}
+  if run_torch:
+    sides[name] = lambda: run_torch(FLAGS.steps)
+  times = run.interleaved(sides, FLAGS.rounds, warmup=False)  # both compiled / warmed up already
+  tokens = FLAGS.batch * FLAGS.seq * FLAGS.steps
+  run.compare(times, baseline=name if run_torch else None, work={k: float(tokens) for k in sides}, unit="tokens")
+  jax_tps = [tokens / t for t in times["mio_jax"]]
+  jax_cpu = [c / FLAGS.steps for c in run.cpu_seconds["mio_jax"]]
+  torch_tps = [tokens / t for t in times.get(name, [])]
+  torch_cpu = [c / FLAGS.steps for c in run.cpu_seconds.get(name, [])]
   ours = statistics.median(jax_tps)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  jax {jax.__version__}  "
         f"preset {FLAGS.preset} ({cfg.num_params() / 1e6:.1f}M params)  batch {FLAGS.batch} x {FLAGS.seq}  "
@@ -176,6 +169,7 @@ def main(argv):
     print(f"torch {torch.__version__} (threads {torch.get_num_threads()}): {theirs:,.0f} tokens/s")
     print(f"ratio mio_jax / torch: {ours / theirs:.2f}x  (CPU seconds per step, torch / mio_jax: "
           f"{statistics.median(torch_cpu) / statistics.median(jax_cpu):.2f}x)")
+  run.finish()
 
 
 if __name__ == "__main__":

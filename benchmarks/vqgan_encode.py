@@ -1,11 +1,11 @@
 """Images/s of the Flax VQGAN encode (uint8 images -> codes) against the PyTorch reference encode
 on the same batch, in one run, on CPU, float32 on both sides.
 
-  python benchmarks/vqgan_encode.py [--flavor taming|llamagen] [--batch 4] [--repeats 3]
+  python benchmarks/vqgan_encode.py [--flavor taming|llamagen] [--batch 2] [--rounds 3]
 
 Both sides run the official f16 config (random init; throughput does not depend on the weights)
 and the whole encode path: uint8 -> [-1, 1] float, encoder, quant_conv, nearest code. Rounds
-alternate between the two so machine load hits both alike; the median round is reported.
+interleave the sides (benchmarks/protocol.py): best and median per side, ratios of both.
 Also printed: nominal GFLOP/s, i.e. the direct-convolution encode's FLOPs per image (XLA cost
 analysis, ~139 GFLOP for the taming f16 encoder at 256 px) over each side's time per image;
 Winograd sides do fewer multiplies, so theirs can exceed the machine's matmul peak.
@@ -13,13 +13,14 @@ Winograd sides do fewer multiplies, so theirs can exceed the machine's matmul pe
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import protocol  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,15 +32,6 @@ from tokenizers_port.vqgan import reference as ref  # noqa: E402
 OFFICIAL = {"taming": ref.TAMING_OFFICIAL, "llamagen": ref.LLAMAGEN_OFFICIAL}
 
 
-def _time(fn, repeats):
-  out = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    out.append(time.perf_counter() - t)
-  return out
-
-
 def _nominal_flops(tok, images):
   """FLOPs per image of the direct-conv encode, from XLA's cost analysis."""
   cost = tok._encode.lower(tok._state, images[:1]).compile().cost_analysis()
@@ -49,12 +41,13 @@ def _nominal_flops(tok, images):
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--flavor", default="taming", choices=sorted(OFFICIAL))
-  p.add_argument("--batch", type=int, default=4)
+  p.add_argument("--batch", type=int, default=2)
   p.add_argument("--size", type=int, default=256)
-  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--rounds", "--repeats", type=int, default=3, dest="rounds")
   p.add_argument("--conv-impl", default="winograd,direct",
                  help="comma-separated Flax 3x3 conv implementations to measure")
   a = p.parse_args()
+  run = protocol.start("VQGAN encode: Flax port vs PyTorch reference")
 
   images = ref.photographs(a.size)[:a.batch]
   if len(images) < a.batch:
@@ -79,22 +72,14 @@ def main():
   flops = _nominal_flops(toks.get("direct") or load(os.path.join(tmp, "flax"), conv_impl="direct"),
                          images)
 
-  times = {"torch": []} | {impl: [] for impl in toks}
-  for _ in range(a.repeats):  # Alternate so load changes hit every side.
-    times["torch"] += _time(torch_encode, 1)
-    for impl, tok in toks.items():
-      times[impl] += _time(lambda: tok.encode(images), 1)
-
-  ips = {k: a.batch / statistics.median(v) for k, v in times.items()}
-  print(f"VQGAN encode, {a.flavor} official config, batch {a.batch} x {a.size}px, float32, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"jax {jax.__version__}")
-  gf = flops / 1e9
-  print(f"  torch            {ips['torch']:7.3f} images/s  "
-        f"({ips['torch'] * gf:5.0f} nominal GFLOP/s)")
-  for impl in toks:
-    print(f"  flax[{impl:8s}] {ips[impl]:7.3f} images/s  ({ips[impl] * gf:5.0f} nominal GFLOP/s)"
-          f"  = {ips[impl] / ips['torch']:.2f}x torch")
+  sides = {"torch": torch_encode} | {impl: (lambda tok=tok: tok.encode(images)) for impl, tok in toks.items()}
+  print(f"VQGAN encode, {a.flavor} official config, batch {a.batch} x {a.size}px, float32; "
+        f"nominal {flops / 1e9:.0f} GFLOP per image (direct-conv encode, XLA cost analysis)")
+  times = run.interleaved(sides, a.rounds, warmup=False)  # all warmed up above
+  stats = run.compare(times, baseline="torch", work={k: float(a.batch) for k in sides}, unit="images")
+  for name, s in stats.items():
+    print(f"  {name:>8}: {a.batch / s.median * flops / 1e9:5.0f} nominal GFLOP/s (median)")
+  run.finish()
 
 
 if __name__ == "__main__":

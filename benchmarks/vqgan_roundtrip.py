@@ -9,6 +9,8 @@ random weights the reconstructions are not the photo; the point is that both col
 --agreement also encodes every bundled photograph not used for the codebook at 256 px and prints
 code agreement with the reference plus the largest latent and decoder differences, and each side's
 latent error against a float64 run of the reference, one photo per call and all in one call.
+A correctness run, not a speed benchmark: its one time includes compilation. It still prints the
+protocol's machine header and load (benchmarks/protocol.py).
 """
 
 import argparse
@@ -25,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks import protocol  # noqa: E402
 from tokenizers_port.vqgan import convert, load  # noqa: E402
 from tokenizers_port.vqgan import reference as ref  # noqa: E402
 
@@ -35,7 +38,7 @@ def to_uint8(x_nhwc):
   return np.round((np.clip(x_nhwc, -1, 1) + 1) * 127.5).astype(np.uint8)
 
 
-def run(flavor, photos, calib, a):
+def roundtrip(flavor, photos, calib, a):
   model = ref.build(flavor, OFFICIAL[flavor], seed=2)
   ref.calibrate_codebook(model, ref.to_nchw(calib))
   tmp = tempfile.mkdtemp()
@@ -107,13 +110,15 @@ def main():
   p.add_argument("--photos", type=int, default=0, help="score only the first N test photos (0: all)")
   p.add_argument("--conv-impl", default="direct", choices=("direct", "winograd"))
   a = p.parse_args()
+  run = protocol.start("VQGAN decode(encode(x)) pictures and agreement")
   photos = ref.photographs(256)
   calib = photos[1::3]  # Codebook source; never scored.
   test = np.delete(photos, np.arange(1, len(photos), 3), axis=0)
   if a.photos:
     test = test[:a.photos]
   for flavor in a.flavors.split(","):
-    run(flavor, test, calib, a)
+    roundtrip(flavor, test, calib, a)
+  run.finish()
 
 
 if __name__ == "__main__":
