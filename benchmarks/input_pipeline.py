@@ -34,7 +34,7 @@ from flax import nnx  # noqa: E402
 
 from configs.data import stage_weights  # noqa: E402
 from mio_jax.data import packing, pipeline  # noqa: E402
-from mio_jax.vocab import Vocabulary  # noqa: E402
+from mio_jax.train.code_order import training_vocab  # noqa: E402
 import synthetic_shards as synthetic  # noqa: E402
 from benchmarks import protocol  # noqa: E402
 
@@ -53,7 +53,7 @@ class PipelineReader:
 
   def __init__(self, cfg, warmup: int):
     self.names = [f"samples/{n}" for n in pipeline.source_names(cfg.data)] + list(packing.STAT_NAMES)
-    self.it = iter(pipeline.build_dataset(cfg.data, Vocabulary.from_config(cfg.vocab)))
+    self.it = iter(pipeline.build_dataset(cfg.data, training_vocab(cfg)))
     for _ in range(warmup):
       next(self.it)
     self.real, self.slots, self.counts = [], [], 0
@@ -137,7 +137,7 @@ def main() -> None:
                                   loss_mask="assistant" if args.stage == 4 else "all")
   if args.mixed_shards:
     cfg.data.mixed_shards = os.path.abspath(args.mixed_shards)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   given = "mixed " + args.mixed_shards if args.mixed_shards else args.data_dir or "synthetic"
   print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, devices {jax.devices()[0].platform}; "
         f"stage {args.stage}, batch {args.global_batch} x {args.seq_len}, workers {args.workers}, "

@@ -41,7 +41,11 @@ def stage_config(stage: int, size: str = "") -> ml_collections.ConfigDict:
   # The unified vocabulary: text ids, 6 special tokens, then code ranges (mio_jax.vocab).
   c.vocab = ml_collections.ConfigDict(dict(
       text_model="",  # a SentencePiece .model (Yi's for MIO-7B); required to tokenize text
-      code_order="image_first",  # unverified: which code block follows the special tokens
+      # Which code block follows the special tokens: "from_init" takes the layout recorded by the
+      # checkpoint the run starts from (config.init_from / previous_run), "image_first" without one
+      # (mio_jax/train/code_order.py); or "image_first" | "speech_first" explicitly (MIO-7B's is
+      # unpublished: an import reads it from the checkpoint's tokenizer).
+      code_order="from_init",
       **models.MIO_7B_VOCAB,
   ))
   if size in ("smoke",):

@@ -88,6 +88,9 @@ class Vocabulary:
   def __init__(self, *, text_size: int | None = None, text_model: str | None = None,
                image_codes: int = 8192, speech_codebook: int = 1024, speech_layers: int = 4,
                code_order: str = "image_first"):
+    if code_order == "from_init":  # a training config's: resolved against its init checkpoint first
+      raise ValueError("config.vocab.code_order='from_init' names no layout by itself: build a training "
+                       "config's vocabulary with mio_jax.train.code_order.training_vocab(config)")
     if code_order not in CODE_ORDERS:
       raise ValueError(f"config.vocab.code_order={code_order!r} is not one of {CODE_ORDERS}")
     if not 1 <= speech_layers <= 8:

@@ -33,7 +33,7 @@ class VocabSection:
   image_codes: int
   speech_codebook: int
   speech_layers: int
-  code_order: str
+  code_order: str  # "from_init" | "image_first" | "speech_first" (mio_jax/train/code_order.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from mio_jax.data import packing
 from mio_jax.config.training import check_data_keys
 from mio_jax.data.pipeline import KEYS, build_dataset, source_names
 from mio_jax.parallel.batch_split import BatchShard, batch_shard
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.code_order import training_vocab
 
 STATE_VERSION = 2
 
@@ -52,7 +52,7 @@ class TrainIterator:
     if not config.vocab.text_model:
       raise ValueError("config.vocab.text_model is not set: the shard pipeline needs a "
                        "SentencePiece model to tokenize text (e.g. data/vocab/mini.model)")
-    self.vocab = Vocabulary.from_config(config.vocab)
+    self.vocab = training_vocab(config)  # code_order "from_init" resolved (mio_jax/train/code_order.py)
     self.source_names = source_names(self.data_cfg)
     self._sharding = batch_sharding
     self._shape = (int(self.data_cfg.global_batch), int(self.data_cfg.seq_len))

@@ -14,9 +14,9 @@ from jax.sharding import NamedSharding
 
 from mio_jax.kernels.block_sizes import block_sizes_from_config
 from mio_jax.model.attention import AttentionKernel, attention_kernel
+from mio_jax.train.code_order import training_vocab
 from mio_jax.train.state import TrainState
 from mio_jax.train.step import BATCH_KEYS, make_train_step
-from mio_jax.vocab import Vocabulary
 
 log = logging.getLogger("mio_jax.train")
 
@@ -30,7 +30,7 @@ def attention_kernel_for(config, backend: str) -> AttentionKernel:
 def train_step_fn(config, graphdef: nnx.GraphDef, tx, schedule) -> Callable:
   """The train step a config asks for (the arguments launch/train.py passes)."""
   return make_train_step(graphdef, tx, schedule,
-                         modality_ranges=Vocabulary.from_config(config.vocab).modality_ranges(),
+                         modality_ranges=training_vocab(config).modality_ranges(),
                          grad_accum_steps=config.optimizer.grad_accum_steps,
                          z_loss=config.optimizer.z_loss,
                          skip_nonfinite=config.train.on_nonfinite == "skip")

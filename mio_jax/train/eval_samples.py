@@ -35,6 +35,7 @@ from mio_jax.generate.constraints import Layout
 from mio_jax.generate.decode import Settings, generate, left_padded
 from mio_jax.generate.media_files import MediaWriter
 from mio_jax.generate.prompt import split_output
+from mio_jax.train.code_order import training_vocab
 from mio_jax.train.evaluation import read_pairing_samples
 from mio_jax.vocab import Vocabulary
 
@@ -91,7 +92,7 @@ class EvalSamples:
       log.info("config.eval.samples=%d but config.eval.mixed_shards is empty: no held-out prompts, "
                "no samples", e.samples)
       return
-    self.vocab = Vocabulary.from_config(config.vocab)
+    self.vocab = training_vocab(config)
     self.seed = int(e.seed)
     self.media = MediaWriter(e.image_tokenizer or None, e.speech_tokenizer or None)
     samples = read_pairing_samples(heldout_paths(config.data, e.mixed_shards), int(e.samples))

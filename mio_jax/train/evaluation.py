@@ -36,6 +36,7 @@ from mio_jax.data.templates import DEFAULT_TEMPLATE_SET
 from mio_jax.data.train_iterator import row_streams
 from mio_jax.evaluate.pairing import MEDIA, mismatched_partners, paired_sequences
 from mio_jax.parallel.batch_split import batch_shard
+from mio_jax.train.code_order import training_vocab
 from mio_jax.train.compile import abstract_batch
 from mio_jax.train.step import BATCH_KEYS, modality_masks, token_losses
 from mio_jax.train.synthetic_batches import SyntheticBatches
@@ -139,7 +140,7 @@ class Evaluator:
     self.config, self.every, self.last = config, int(e.every), int(config.train.steps)
     self.sharding, self.shape = batch_sharding, (int(data.global_batch), int(data.seq_len))
     self.shard = batch_shard(batch_sharding, self.shape[0])
-    self.vocab = Vocabulary.from_config(config.vocab)
+    self.vocab = training_vocab(config)
     self.modalities = tuple(self.vocab.modality_ranges())
     self.pattern = e.mixed_shards
     if self.every and not self.pattern and data.source != "synthetic":

@@ -24,6 +24,7 @@ from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import schedules
+from mio_jax.train.code_order import with_concrete_code_order
 from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
 from mio_jax.train.divergence import NonFiniteGuard
 from mio_jax.train.eval_samples import EvalSamples
@@ -69,6 +70,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   mesh_lib.maybe_initialize_distributed()
   check_same_config_everywhere(config)
   validate(config, jax.devices())  # its keys, then its values; slices/nodes as make_mesh counts them
+  config = with_concrete_code_order(config)  # "from_init": the init checkpoint's layout, logged
   shards_if_mixed(config)  # data.mixed_shards=GLOB means training on those shards
   storage.check_reachable(workdir, "workdir")  # an unreachable bucket: one line, before any work
   if jax.process_index() == 0:

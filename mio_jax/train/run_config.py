@@ -22,6 +22,7 @@ from mio_jax import storage
 from mio_jax.model.transformer import ModelConfig
 
 RUN_CONFIG = "model_config.json"
+FROM_INIT = "from_init"  # config.vocab.code_order: the init checkpoint's (mio_jax/train/code_order.py)
 _VOCAB_KEYS = ("text_size", "text_model", "image_codes", "speech_codebook", "speech_layers", "code_order")
 
 
@@ -30,10 +31,13 @@ def _plain(cfg) -> dict:
 
 
 def run_config_dict(config) -> dict:
-  """The model and vocab sections of a training config, as JSON-ready dicts."""
+  """The model and vocab sections of a training config, as JSON-ready dicts; the code order is the
+  concrete one ("from_init" resolved: mio_jax/train/code_order.py), so readers need no init."""
+  from mio_jax.train.code_order import concrete_vocab  # it reads run configs with this module
+
   model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
   model = {k: v for k, v in _plain(config.model).items() if k in model_fields}
-  vocab = {k: v for k, v in _plain(config.vocab).items() if k in _VOCAB_KEYS}
+  vocab = {k: v for k, v in concrete_vocab(config).items() if k in _VOCAB_KEYS}
   if vocab.get("text_model"):  # recorded absolute: the export may run from another directory
     vocab["text_model"] = storage.as_str(vocab["text_model"])
   out = {"model": model, "vocab": vocab}
@@ -72,14 +76,16 @@ def resolve_init_from(config) -> str:
 def check_init_vocab(config, init_from: str, key: str) -> None:
   """The run's code layout must be the one `init_from` was trained or imported with (its
   model_config.json, when it has one): else every image and speech id would mean another code.
-  A text-only start (an import with text_size only) has no codes to disagree on."""
+  A text-only start (an import with text_size only) has no codes to disagree on. code_order
+  "from_init" takes the recorded one, so only an explicit order can disagree."""
   saved = (find_run_config(init_from) or {}).get("vocab") or {}
   if "image_codes" not in saved:  # text only: the codes start new whatever their layout
     return
   for name in ("image_codes", "speech_codebook", "speech_layers", "code_order"):
-    if name in saved and saved[name] != config.vocab[name]:
+    if name in saved and saved[name] != config.vocab[name] and config.vocab[name] != FROM_INIT:
+      hint = " (or from_init, the default, to take it from there)" if name == "code_order" else ""
       raise ValueError(f"config.vocab.{name}={config.vocab[name]!r}, but {key}={init_from!r} has "
-                       f"{saved[name]!r} (its {RUN_CONFIG}): pass --config.vocab.{name}={saved[name]}")
+                       f"{saved[name]!r} (its {RUN_CONFIG}): pass --config.vocab.{name}={saved[name]}{hint}")
 
 
 def find_run_config(path: str, levels: int = 4) -> dict | None:

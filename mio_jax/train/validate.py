@@ -16,10 +16,10 @@ from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
+from mio_jax.train.code_order import check_code_order_value, training_vocab
 from mio_jax.train.divergence import POLICIES as NONFINITE_POLICIES
 from mio_jax.train.run_config import check_init_vocab, resolve_init_from
 from mio_jax.train.schedules import SCHEDULES
-from mio_jax.vocab import Vocabulary
 
 
 def validate(config, devices: Sequence | Topology) -> dict[str, int]:
@@ -65,7 +65,24 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     raise ConfigError(f"config.model.head_dim={m.head_dim} must be even for rotary embeddings")
 
   try:
-    vocab = Vocabulary.from_config(config.vocab)  # loads and checks the text model when one is set
+    check_code_order_value(config.vocab.code_order)  # before comparing it with the init checkpoint's
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  init_from = resolve_init_from(config)
+  if init_from:
+    key = "config.init_from" if config.init_from else "config.runs_dir/previous_run"
+    try:
+      storage.check_reachable(init_from, key)
+    except storage.StorageError as e:
+      raise ConfigError(str(e)) from None
+    if not storage.as_path(init_from).exists():
+      raise ConfigError(f"{key}={init_from!r} does not exist")
+    try:
+      check_init_vocab(config, init_from, key)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  try:  # loads and checks the text model when one is set; code_order "from_init" resolved
+    vocab = training_vocab(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   key, used = (("unpadded_vocab_size", m.unpadded_vocab_size) if m.unpadded_vocab_size
@@ -90,19 +107,6 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
     raise ConfigError(f"config.model.num_kv_heads={m.num_kv_heads} and the tensor axis ({axes['tensor']}) "
                       "must divide one another")
 
-  init_from = resolve_init_from(config)
-  if init_from:
-    key = "config.init_from" if config.init_from else "config.runs_dir/previous_run"
-    try:
-      storage.check_reachable(init_from, key)
-    except storage.StorageError as e:
-      raise ConfigError(str(e)) from None
-    if not storage.as_path(init_from).exists():
-      raise ConfigError(f"{key}={init_from!r} does not exist")
-    try:
-      check_init_vocab(config, init_from, key)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
   t = config.train
   if t.steps < 1:
     raise ConfigError(f"config.train.steps={t.steps} must be at least 1")

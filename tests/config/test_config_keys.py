@@ -148,7 +148,7 @@ def test_model_config_from_config_is_strict_but_takes_saved_partial_configs():
 
 
 def test_vocabulary_from_config_names_an_unknown_key():
-  v = dict(smoke().vocab.to_dict(), text_model="")
+  v = dict(smoke().vocab.to_dict(), text_model="", code_order="image_first")  # from_init: resolved by training
   assert Vocabulary.from_config(v).size == 13294
   with pytest.raises(ConfigError, match=r"^config.vocab.image_code is not a known key \(did you mean "
                                         r"config.vocab.image_codes\?\)$"):

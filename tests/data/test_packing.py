@@ -7,7 +7,7 @@ import pytest
 
 from mio_jax.data import packing, pipeline
 from mio_jax.data.templates import build_tokens, TemplateOptions
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.code_order import training_vocab
 import synthetic_shards
 
 
@@ -34,7 +34,7 @@ def _image_text_config(tmp_path, text_model, n=40, **data):
 
 def test_row_invariants(tmp_path, text_model):
   cfg = _image_text_config(tmp_path, text_model, seq_len=128)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   rows = _rows(cfg, vocab)
   uids = []
   for row in rows:
@@ -84,7 +84,7 @@ def _causal_lm_logits(ids, segment_ids, positions, vocab_size):
 
 def test_no_attention_across_samples(tmp_path, text_model):
   cfg = _image_text_config(tmp_path, text_model, seq_len=256)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   row = next(r for r in _rows(cfg, vocab) if r["segment_ids"].max() >= 3)
   seg = row["segment_ids"][None]
   pos = row["positions"][None]
@@ -104,7 +104,7 @@ def test_segment_cap(tmp_path, text_model):
   synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=60, num_shards=1)
   cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=256,
                                   max_segments_per_row=3)
-  rows = _rows(cfg, Vocabulary.from_config(cfg.vocab))
+  rows = _rows(cfg, training_vocab(cfg))
   counts = [r["segment_ids"].max() for r in rows]
   assert max(counts) == 3 and sum(counts) == 60
 
@@ -115,7 +115,7 @@ def test_overlong_policy_is_counted(tmp_path, text_model, policy):
   synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=50, num_shards=1)
   cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
                                   overlong=policy)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   from mio_jax.data.shards import ShardReader
   reader = ShardReader(str(tmp_path / "text" / "text-00000-of-00001.array_record"))
   lengths = [len(build_tokens(reader[i], vocab, None, TemplateOptions())[0]) for i in range(50)]
@@ -139,7 +139,7 @@ def test_resume_mid_stream_with_drops(tmp_path, text_model):
   synthetic_shards.write_shards(str(tmp_path / "text"), "text", num_samples=30, num_shards=1)
   cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"text": 1}, seq_len=24,
                                   overlong="drop")
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   ds = packing.pack(pipeline.build_examples(cfg.data, vocab).to_iter_dataset(), seq_len=24,
                     packing_bins=2, max_segments_per_row=4)
   it = iter(ds)

@@ -12,7 +12,7 @@ from mio_jax.config.keys import ConfigError
 from mio_jax.data import packing, pipeline, shards
 from mio_jax.data.train_iterator import make_train_iterator
 from mio_jax.parallel.batch_split import BatchShard
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.code_order import training_vocab
 import synthetic_shards
 
 
@@ -73,7 +73,7 @@ def _segment_kinds(batch, vocab):
 def test_mixture_proportions(mixed_dir, text_model, sharding):
   cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, STAGE1)
   it = _iterator(cfg, sharding)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   kinds = [k for _ in range(25) for k in _segment_kinds(_local(next(it)), vocab)]
   total = len(kinds)
   assert total > 300
@@ -124,7 +124,7 @@ def test_worker_processes_match_in_process_and_resume(mixed_dir, text_model, sha
 
 
 def _epoch_uids(cfg, block=0, blocks=1):
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   shard = BatchShard(block, blocks, slice(0, cfg.data.global_batch // blocks))  # rows unused here
   examples = pipeline.build_examples(cfg.data, vocab, shard=shard, num_epochs=1)
   rows = list(packing.pack(examples.to_iter_dataset(), seq_len=cfg.data.seq_len,
@@ -153,7 +153,7 @@ def test_host_splits_disjoint_and_complete(tmp_path, text_model):
   assert sorted(union) == list(range(50))  # complete, and no uid on two hosts or twice
   assert all(15 <= len(h) <= 17 for h in per_host)
   cfg.data.global_batch = 6
-  assert next(iter(pipeline.build_dataset(cfg.data, Vocabulary.from_config(cfg.vocab),
+  assert next(iter(pipeline.build_dataset(cfg.data, training_vocab(cfg),
                                           shard=BatchShard(1, 3, slice(2, 4)))))["inputs"].shape == (2, 512)
 
 
@@ -196,7 +196,7 @@ def test_other_version_and_missing_shards(tmp_path, text_model, sharding):
 def test_stage4_sft_masks(mixed_dir, text_model, sharding):
   cfg = synthetic_shards.pipeline_config(mixed_dir, text_model, {"conversation": 1}, stage=4,
                                   loss_mask="assistant", template_stage=4)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   b = _local(next(_iterator(cfg, sharding)))
   for inp, tgt, seg, mask in zip(b["inputs"], b["targets"], b["segment_ids"], b["loss_mask"]):
     for idx in packing.row_segments(seg):
@@ -226,7 +226,7 @@ def test_data_config_ratios():
 def test_each_epoch_is_a_new_permutation(tmp_path, text_model):
   _uid_shards(tmp_path, 20, num_shards=2)
   cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1})
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   examples = pipeline.build_examples(cfg.data, vocab)  # infinite
   uids = [int(examples[i]["inputs"][np.flatnonzero(examples[i]["inputs"] == vocab.image_start)[0] + 1]
               - vocab.image_base) for i in range(60)]
@@ -258,7 +258,7 @@ def test_mixed_kind_shards_filtered_per_source(tmp_path, text_model, sharding):
                                                               "speech_text": 1})
   cfg.data.mixed_shards = "job/shards/*.array_record"
   it = _iterator(cfg, sharding)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   got = [k for _ in range(6) for k in _segment_kinds(_local(next(it)), vocab)]
   for name, share in (("image_text", 0.5), ("text", 0.25), ("speech_text", 0.25)):
     assert abs(got.count(name) / len(got) - share) < 0.06

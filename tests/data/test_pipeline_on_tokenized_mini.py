@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from configs.base import stage_config
 from mio_jax.data import packing
 from mio_jax.data.train_iterator import make_train_iterator
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.code_order import training_vocab
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -38,7 +38,7 @@ def _config(stage, shards_glob):
 @pytest.mark.parametrize("stage", [2, 4])
 def test_stage_batches_from_job_shards(mini_shards, stage):
   cfg = _config(stage, mini_shards)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   sharding = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
   it = make_train_iterator(cfg, batch_sharding=sharding)
   b = {k: np.asarray(v) for k, v in next(it).items()}

@@ -106,20 +106,44 @@ def test_generate_from_import_puts_codes_in_the_layouts_block(imported, order, t
   assert np.all((ids[:4] >= image) & (ids[:4] < image + 8192)) and ids[4] == 1004  # </image>
 
 
-@pytest.mark.slow  # compiles and runs the stage-4 train step (60-120 s per order on 2 CPU cores)
-@pytest.mark.parametrize("order", ORDERS)
-def test_stage4_trains_from_import(imported, order, tmp_path):
+def _stage4_from(init_from):
+  """configs/stage4.py:smoke with only --config.init_from set (and a tiny batch): no layout flag."""
   from configs.base import stage_config
-  from mio_jax.train.loop import train
 
   c = stage_config(4, "smoke")
   c.vocab.text_model = MINI_TEXT_MODEL
-  c.vocab.code_order = order  # what the stage-4 config must say; checked against the import below
   c.data.update(seq_len=32, global_batch=8)
   c.train.update(steps=2, log_every=1, checkpoint_every=2)
-  c.init_from = imported[order]
-  losses = train(c, str(tmp_path / "stage4")).losses
+  c.init_from = init_from
+  return c
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_stage4_config_takes_the_imports_code_order(imported, order):
+  from fake_devices import cpu_devices
+
+  from mio_jax.train.code_order import training_vocab
+  from mio_jax.train.validate import validate
+
+  c = _stage4_from(imported[order])
+  assert c.vocab.code_order == "from_init"
+  validate(c, cpu_devices(1))
+  added = mio_added_tokens(order)  # the import's own tokenizer: the oracle for every id
+  vocab = training_vocab(c)
+  assert [vocab.piece_to_id(p) for p in ("<img0>", "<img8191>", "<spch0>", "<spch4095>")] == [
+      added[p] for p in ("<img0>", "<img8191>", "<spch0>", "<spch4095>")]
+
+
+@pytest.mark.slow  # compiles and runs the stage-4 train step (60-120 s per order on 2 CPU cores)
+@pytest.mark.parametrize("order", ORDERS)
+def test_stage4_trains_from_import(imported, order, tmp_path):
+  from mio_jax.train.loop import train
+
+  workdir = str(tmp_path / "stage4")
+  losses = train(_stage4_from(imported[order]), workdir).losses
   assert sorted(losses) == [1, 2] and all(np.isfinite(list(losses.values())))
+  # The run records the concrete order, so export, generate and the next stage read it as is.
+  assert read_json(os.path.join(workdir, "model_config.json"))["vocab"]["code_order"] == order
 
 
 def test_training_on_the_other_code_order_is_refused(imported):
@@ -130,7 +154,7 @@ def test_training_on_the_other_code_order_is_refused(imported):
   c = ml_collections.ConfigDict(dict(vocab=dict(TINY_VOCAB, code_order="image_first")))
   check_init_vocab(c, imported["image_first"], "config.init_from")
   with pytest.raises(ValueError, match=r"config.vocab.code_order='image_first', but config.init_from=.* has "
-                                       r"'speech_first' .*--config.vocab.code_order=speech_first"):
+                                       r"'speech_first' .*--config.vocab.code_order=speech_first \(or from_init"):
     check_init_vocab(c, imported["speech_first"], "config.init_from")
 
 

@@ -16,7 +16,7 @@ from multiprocess_helpers import run_processes
 from mio_jax.data import pipeline
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.train.synthetic_batches import synthetic_row
-from mio_jax.vocab import Vocabulary
+from mio_jax.train.code_order import training_vocab
 import synthetic_shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,7 +70,7 @@ def test_grain_pipeline_processes_sharing_rows_read_the_same_records(tmp_path):
   assert [o["shard"] for o in out] == [[0, 2, 0, 4], [0, 2, 0, 4], [1, 2, 4, 8], [1, 2, 4, 8]]
   cfg = synthetic_shards.pipeline_config(str(tmp_path), text_model, {"pairs": 1}, worker_count=0,
                                   global_batch=8, seq_len=64)
-  vocab = Vocabulary.from_config(cfg.vocab)
+  vocab = training_vocab(cfg)
   blocks = [next(iter(pipeline.build_dataset(cfg.data, vocab, shard=BatchShard(b, 2, slice(4 * b, 4 * b + 4)))))
             for b in range(2)]
   full = np.concatenate([b["inputs"] for b in blocks])

@@ -78,3 +78,68 @@ def test_cli_reports_a_bad_config_in_one_line_without_compiling(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       "config error: config.data.global_batch=6 is not divisible by data x fsdp = 8")
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _init_checkpoint(path, vocab):
+  """A run folder whose model_config.json records `vocab` (what an import or a run writes)."""
+  import json
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "model_config.json"), "w") as f:
+    json.dump({"model": {}, "vocab": vocab}, f)
+  return str(path)
+
+
+SMOKE_CODES = dict(text_size=1000, image_codes=8192, speech_codebook=1024, speech_layers=4)
+
+
+def test_code_order_from_init_takes_the_init_checkpoints_layout(tmp_path, caplog):
+  import json
+  import logging
+
+  from mio_jax.train.code_order import resolve_code_order, training_vocab, with_concrete_code_order
+  from mio_jax.train.run_config import save_run_config
+
+  c = stage_config(4, "smoke")
+  assert c.vocab.code_order == "from_init"  # the default: no flag to train from an import
+  assert resolve_code_order(c)[0] == "image_first"  # a fresh run
+  c.init_from = _init_checkpoint(tmp_path / "import", dict(SMOKE_CODES, code_order="speech_first"))
+  validate(c, cpu_devices(8))
+  # Speech codes right after the six specials (1000 + 6), images after the 4 x 1024 speech ids.
+  vocab = training_vocab(c)
+  assert (vocab.speech_base, vocab.image_base) == (1006, 1006 + 4096)
+  with caplog.at_level(logging.INFO, logger="mio_jax.train"):
+    concrete = with_concrete_code_order(c)
+  assert concrete.vocab.code_order == "speech_first" and c.vocab.code_order == "from_init"
+  assert f"code_order=from_init: speech_first, from {c.init_from}/model_config.json" in caplog.text
+  # The run's own model_config.json records the concrete order, for export, generation, next stage.
+  with open(save_run_config(str(tmp_path / "run"), c)) as f:
+    assert json.load(f)["vocab"]["code_order"] == "speech_first"
+
+
+def test_code_order_from_init_follows_runs_dir_and_text_only_imports(tmp_path):
+  from mio_jax.train.code_order import resolve_code_order
+
+  c = stage_config(4, "smoke")
+  _init_checkpoint(tmp_path / "stage3", dict(SMOKE_CODES, code_order="speech_first"))
+  c.update(runs_dir=str(tmp_path), previous_run="stage3")
+  assert resolve_code_order(c)[0] == "speech_first"
+  # A text-only import (text_size only): its code rows start new, in the fresh run's order.
+  c.update(runs_dir="", previous_run="", init_from=_init_checkpoint(tmp_path / "text", {"text_size": 1000}))
+  assert resolve_code_order(c) == ("image_first", f"{c.init_from} records no code layout in a "
+                                                  "model_config.json (a text-only start)")
+  validate(c, cpu_devices(8))
+
+
+@pytest.mark.parametrize("order,match", [
+    ("image_first", r"^config.vocab.code_order='image_first', but config.init_from='.*' has 'speech_first' "
+                    r"\(its model_config.json\): pass --config.vocab.code_order=speech_first \(or from_init"),
+    ("video_first", r"^config.vocab.code_order='video_first' is not one of \('image_first', 'speech_first', "
+                    r"'from_init'\)$"),
+])
+def test_code_order_that_cannot_work_names_the_key(tmp_path, order, match):
+  c = stage_config(4, "smoke")
+  c.init_from = _init_checkpoint(tmp_path / "import", dict(SMOKE_CODES, code_order="speech_first"))
+  c.vocab.code_order = order
+  with pytest.raises(ConfigError, match=match) as info:
+    validate(c, cpu_devices(8))
+  assert "\n" not in str(info.value)

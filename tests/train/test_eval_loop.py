@@ -10,10 +10,10 @@ from train_helpers import eval_config, metrics_rows, smoke_on_shards
 from mio_jax.data.pipeline import build_heldout_dataset, heldout_paths
 from mio_jax.evaluate.pairing import pairing_losses
 from mio_jax.generate.load import load_model
+from mio_jax.train.code_order import training_vocab
 from mio_jax.train.evaluation import HELDOUT_SYNTHETIC_STEP, read_pairing_samples
 from mio_jax.train.loop import train
 from mio_jax.train.synthetic_batches import synthetic_row
-from mio_jax.vocab import Vocabulary
 
 STEPS = 8
 EVAL_KEYS = ("eval_loss", "eval_loss_text", "eval_loss_image", "eval_loss_speech")
@@ -32,7 +32,7 @@ def full_run(tmp_path_factory):
 
 def numpy_eval_losses(model, config) -> dict[str, float | None]:
   """The held-out synthetic rows scored from the model's logits in float64 numpy."""
-  ranges = Vocabulary.from_config(config.vocab).modality_ranges()
+  ranges = training_vocab(config).modality_ranges()
   sums = {k: 0.0 for k in ["all", *ranges]}
   counts = dict(sums)
   rows = [synthetic_row(config.eval.seed, HELDOUT_SYNTHETIC_STEP + k, r, config.data.seq_len,
@@ -78,7 +78,7 @@ def test_eval_is_the_same_across_a_resume(full_run, tmp_path):
 
 def test_heldout_batches_are_the_same_at_every_build(mini_shards):
   c = smoke_on_shards(mini_shards)
-  vocab = Vocabulary.from_config(c.vocab)
+  vocab = training_vocab(c)
   draw = lambda: [next(it) for it in [iter(build_heldout_dataset(c.data, vocab, mini_shards, seed=5))]
                   for _ in range(3)]
   first, again = draw(), draw()
