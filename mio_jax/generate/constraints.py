@@ -1,7 +1,7 @@
 """Modality state machine for constrained decoding, as small int arrays (jit- and batch-friendly).
 
     text    any text or special id except code ids and the closing tags
-            `<image>` -> image, `<spch>` -> speech
+            `<image>` -> image, `<spch>` -> speech (in a prompt, a tag followed by text is text)
     image   exactly `image_tokens` image codes, then only `</image>` -> text
     speech  (output layout, L = speech layers) n layer-0 codes, n layer-1 codes, ..., n layer-(L-1)
             codes, then only `</spch>` -> text. n is fixed when the first layer-1 code is drawn
@@ -92,8 +92,15 @@ def advance(layout: Layout, state: State, token: jax.Array) -> State:
 
   text_mode = jnp.where(token == layout.image_start, IMAGE, jnp.where(token == layout.speech_start, SPEECH, TEXT))
   closes = ((mode == IMAGE) & (token == layout.image_end)) | ((mode == SPEECH) & (token == layout.speech_end))
-  new_mode = jnp.where(mode == TEXT, text_mode, jnp.where(closes, TEXT, mode))
-  in_block = (mode != TEXT) & ~closes
+  is_image_code = (token >= layout.image_base) & (token < layout.image_base + layout.image_codes)
+  is_speech_code = (token >= layout.speech_base) & (
+      token < layout.speech_base + layout.speech_layers * layout.speech_codebook)
+  in_block = ((mode == IMAGE) & is_image_code) | ((mode == SPEECH) & is_speech_code)
+  # A tag followed by neither codes nor its closing tag was a word of the text: MIO's voice-mode
+  # system prompt says "starting with <spch> and ending with </spch>" and its Instruct TTS prompt
+  # "Start with <spch>." (tokenization_mio.py, infer.py), the tags' ids as in MIO. Such a token is
+  # read in text mode. Only prompts do this: in a block, generation is allowed codes and the close.
+  new_mode = jnp.where(closes, TEXT, jnp.where(in_block, mode, text_mode))
   speech_step = in_block & (mode == SPEECH) & next_layer
   new_layer = jnp.where(in_block, layer + speech_step, zero)
   new_count = jnp.where(in_block, jnp.where(speech_step, 1, count + 1), zero)

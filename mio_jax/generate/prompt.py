@@ -149,11 +149,23 @@ def speech_block(vocab: Vocabulary, body, closed: bool, where: str = "speech blo
 
 
 def unclosed_block(vocab: Vocabulary, prompt) -> np.ndarray:
-  """The tail of `prompt` from an opening tag that is not closed (empty if none)."""
+  """The tail of `prompt` from an opening tag that is not closed (empty if none). A tag followed by
+  anything but its block's codes is a word of the text, as constraints.advance reads it (MIO's
+  voice-mode prompt: "... starting with <spch> and ending with </spch>", "Start with <spch>.")."""
   prompt = np.asarray(prompt)
   for k in range(len(prompt) - 1, -1, -1):
     if prompt[k] in (vocab.image_end, vocab.speech_end):
       break
     if prompt[k] in (vocab.image_start, vocab.speech_start):
-      return prompt[k:].astype(np.int32)
+      modality = "image" if prompt[k] == vocab.image_start else "speech"
+      if all(_code_kind(vocab, i) == modality for i in prompt[k + 1:]):
+        return prompt[k:].astype(np.int32)
+      break
   return np.zeros((0,), np.int32)
+
+
+def _code_kind(vocab: Vocabulary, i) -> str | None:
+  try:
+    return vocab.code_of(int(i))[0]
+  except ValueError:
+    return None

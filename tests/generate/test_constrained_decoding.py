@@ -113,3 +113,30 @@ def test_stop_after_media_ends_each_row_at_its_closing_tag():
       assert row[:end + 1] == free_row[:end + 1]  # the same draws up to the close ...
       assert row[end:] == [closer] * (len(row) - end)  # ... then the closing tag repeats
       assert free_row[end + 1:] != row[end + 1:]  # without the flag the row goes on in text
+
+
+# MIO's voice-mode system prompt names the tags in its text ("... starting with <spch> and ending
+# with </spch>.", tokenization_mio.py MIO_VOICE_MODE_SYSTEM) and infer.py's Instruct TTS request
+# ends "Start with <spch>."; MIO's tokenizer gives those words the tags' ids. Text ids stand in here.
+VOICE_SYSTEM = [1, 20, VOCAB.speech_start, 21, 22, VOCAB.speech_end, 23]
+TTS_REQUEST = [24, VOCAB.speech_start, 25, 26, 27]  # "Start with" <spch> "." <|im_end|> "assistant\n"
+
+
+def test_tags_written_in_text_leave_the_prompt_in_text_mode():
+  def state(prompt):
+    return tuple(int(a[0]) for a in constraints.state_after(LAYOUT, jnp.asarray([prompt])))
+
+  assert state(VOICE_SYSTEM + TTS_REQUEST) == (constraints.TEXT, 0, 0, 0)
+  assert state(VOICE_SYSTEM + TTS_REQUEST + [VOCAB.speech_start]) == (constraints.SPEECH, 0, 0, 0)
+  a = VOCAB.code_range("speech", 0)[0]
+  assert state(VOICE_SYSTEM + [VOCAB.speech_start, a, a + 1]) == (constraints.SPEECH, 0, 2, 0)
+  assert state([VOCAB.image_start, 30, VOCAB.image_start, VOCAB.image_base]) == (constraints.IMAGE, 0, 1, 0)
+
+
+def test_voice_mode_prompt_ending_in_spch_gets_four_equal_parts():
+  for row in sample(VOICE_SYSTEM + TTS_REQUEST + [VOCAB.speech_start], LAYOUT).tolist():
+    body = row[:row.index(VOCAB.speech_end)]
+    n = len(body) // 4
+    assert len(body) == 4 * n and n >= 1, row
+    for layer in range(4):
+      assert in_range(body[layer * n:(layer + 1) * n], "speech", layer), (layer, row)

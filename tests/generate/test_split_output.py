@@ -66,3 +66,15 @@ def test_image_block_of_other_ids_raises():
     split_output(VOCAB, [VOCAB.image_start, VOCAB.image_base, S0, VOCAB.image_end])
   out = split_output(VOCAB, [VOCAB.image_start] + [VOCAB.image_base + c for c in (1, 2, 3, 4)] + [VOCAB.image_end])
   np.testing.assert_array_equal(out.images[0], [[1, 2], [3, 4]])
+
+
+def test_unclosed_block_of_a_prompt_ignores_tags_written_in_text():
+  from mio_jax.generate.prompt import unclosed_block
+
+  # "... starting with <spch> and ending with </spch>." then "Start with <spch>." (MIO's voice mode).
+  voice = [1, 20, OPEN, 21, CLOSE, 22, 23, OPEN, 24, 25]
+  assert unclosed_block(VOCAB, voice).tolist() == []
+  assert unclosed_block(VOCAB, voice + [OPEN]).tolist() == [OPEN]
+  assert unclosed_block(VOCAB, voice + [OPEN, S0 + 1, S0 + 2]).tolist() == [OPEN, S0 + 1, S0 + 2]
+  image = VOCAB.image_start
+  assert unclosed_block(VOCAB, [image, VOCAB.image_base, 20]).tolist() == []
