@@ -57,14 +57,15 @@ def resolve_code_order(config) -> tuple[str, str]:
   recorded = recorded_code_order(init_from)
   if recorded is None:
     return WITHOUT_INIT, f"{init_from} records no code layout in a {RUN_CONFIG} (a text-only start)"
-  return recorded, f"{init_from}/{RUN_CONFIG}"
+  return recorded, f"from {init_from}/{RUN_CONFIG}"
 
 
 def concrete_vocab(config) -> dict:
   """config.vocab as a dict, code_order resolved."""
   vocab = config["vocab"]
   values = vocab.to_dict() if hasattr(vocab, "to_dict") else dict(vocab)
-  values["code_order"] = resolve_code_order(config)[0]
+  if "code_order" in values:  # a saved layout may leave it out (Vocabulary's default)
+    values["code_order"] = resolve_code_order(config)[0]
   return values
 
 
@@ -80,5 +81,5 @@ def with_concrete_code_order(config):
     return config
   out = copy.deepcopy(config)  # the caller's config keeps "from_init" (a rerun resolves it again)
   out.vocab.code_order = order
-  log.info("config.vocab.code_order=%s: %s, from %s", FROM_INIT, order, source)
+  log.info("config.vocab.code_order=%s: %s, %s", FROM_INIT, order, source)
   return out
