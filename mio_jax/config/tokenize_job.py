@@ -28,6 +28,7 @@ class TokenizeConfig:
   image_tokenizer: str
   speech_tokenizer: str
   image_batch_size: int
+  image_conv_impl: str
   speech_batch_size: int
   speech_pad_multiple: int
   shard_size: int

@@ -20,7 +20,9 @@ class MediaWriter:
   @functools.cached_property
   def _vqgan(self):
     from tokenizers_port import vqgan
-    return vqgan.load(self.image_dir)
+    # XLA's own convolutions: a writer decodes a few images, where Winograd's faster calls do not
+    # repay its compile (tiny VQGAN on 2 AVX2 cores: 38 s against a few seconds).
+    return vqgan.load(self.image_dir, conv_impl="direct")
 
   @functools.cached_property
   def _speech(self):

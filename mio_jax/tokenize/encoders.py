@@ -45,10 +45,10 @@ def local_mesh(batch_size: int) -> Mesh:
 class PortImageEncoder:
   """tokenizers_port.vqgan: encode(uint8 [B,H,W,3]) -> int32 [B, h*w] raster order."""
 
-  def __init__(self, directory: str, batch_size: int):
+  def __init__(self, directory: str, batch_size: int, conv_impl: str = "auto"):
     from tokenizers_port import vqgan
     # The port splits each batch over the mesh's data axis itself and replicates the weights.
-    self.tokenizer = vqgan.load(directory, mesh=local_mesh(batch_size))
+    self.tokenizer = vqgan.load(directory, mesh=local_mesh(batch_size), conv_impl=conv_impl)
     cfg = self.tokenizer.config
     self.image_size, self.grid = cfg.image_size, cfg.grid_size
 
@@ -77,7 +77,7 @@ def build_encoders(config) -> tuple[ImageEncoder | None, SpeechEncoder | None]:
   """Config keys image_tokenizer / speech_tokenizer: a converted folder, or "" (none)."""
   image = speech = None
   if config.image_tokenizer:
-    image = PortImageEncoder(config.image_tokenizer, config.image_batch_size)
+    image = PortImageEncoder(config.image_tokenizer, config.image_batch_size, config.image_conv_impl)
   if config.speech_tokenizer:
     speech = PortSpeechEncoder(config.speech_tokenizer, config.speech_batch_size,
                                pad_multiple=config.speech_pad_multiple)
