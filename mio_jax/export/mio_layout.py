@@ -1,6 +1,6 @@
 """MIO-7B's released Hugging Face layout: the vocabulary fields of its config.json and its code tokens.
 
-MIO's config.json (m-a-p/MIO-7B-Base, MIO-7B-Instruct; /work/shared/MIO_FACTS.md, "MIO's released
+MIO's config.json (m-a-p/MIO-7B-Base, MIO-7B-Instruct; shared/MIO_FACTS.md, "MIO's released
 code") holds text_vocab_size 64000, num_new_special_tokens 6, visual_vocab_size 8192,
 speech_vocab_size 4096 and the special ids speech_placeholder 64000 ([SPCH]), speech_eos 64001
 (</spch>), image_placeholder 64002 ([IMG]), speech_bos 64003 (<spch>), image_eos 64004 (</image>),

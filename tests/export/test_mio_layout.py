@@ -2,7 +2,7 @@
 fields and added_tokens.json imports with no flags (either code block order), and our export
 writes that layout (config.json fields, `<imgN>`/`<spchN>` tokens) for transformers and MIO's parsing.
 
-The MIO-style files are written here by hand from /work/shared/MIO_FACTS.md ("MIO's released code"),
+The MIO-style files are written here by hand from shared/MIO_FACTS.md ("MIO's released code"),
 not by the code under test; the text model is the 1000-piece mini model (MIO-7B: Yi's 64000).
 """
 
