@@ -17,7 +17,8 @@ def test_write_dispatches_by_kind(tmp_path):
   writer = MediaWriter(image_dir, speech_dir)
   grid = np.arange(256, dtype=np.int32).reshape(16, 16)
   assert writer.write("image", grid, str(tmp_path / "a")) == {"file": str(tmp_path / "a.png")}
-  want = np.asarray(vqgan.load(image_dir).decode(grid.reshape(1, -1), grid=(16, 16)))[0]
+  # The writer decodes with XLA's convolutions (mio_jax/generate/media_files.py): the same here.
+  want = np.asarray(vqgan.load(image_dir, conv_impl="direct").decode(grid.reshape(1, -1), grid=(16, 16)))[0]
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), want)
 
   speech = np.tile(np.arange(10, dtype=np.int32), (4, 1))  # 4 RVQ layers x 10 frames
