@@ -23,7 +23,7 @@ test: $(STAMP)
 
 # The long cases (official-size tokenizer configs, the demo, multi-process fault runs); CI runs both.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 -m slow
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 -m 'slow and not bigmem'
 
 demo: $(STAMP)
 	$(BIN)/python launch/demo.py --workdir=workdirs/demo
