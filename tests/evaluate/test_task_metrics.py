@@ -100,6 +100,7 @@ def test_prompts_are_the_training_template_before_the_text():
     assert VOCAB.decode(prompt[prompt.tolist().index(VOCAB.speech_end) + 1:]) == words
 
 
+@pytest.mark.slow  # one generation a prompt
 def test_batched_greedy_texts_equal_one_prompt_at_a_time(model):
   prompts = [tasks.prompt_and_reference(s, VOCAB, 3)[0] for s in SAMPLES[:5]]  # lengths differ
   batched = tasks.generate_texts(model, VOCAB, prompts, max_new_tokens=8, batch_size=2, image_tokens=4)

@@ -76,6 +76,7 @@ def test_transformers_logits_match_ours_tiny(tiny_export):
   assert_logits_match(params, TINY, load_hf_model(out), np.random.default_rng(1))
 
 
+@pytest.mark.slow  # the tiny export stays
 def test_export_40m_matches_transformers(tmp_path):
   params = random_params(M40, seed=2)
   step_dir = save_our_checkpoint(str(tmp_path / "run"), shard_over_devices(params), step=100)

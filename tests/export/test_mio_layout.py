@@ -96,6 +96,7 @@ def test_import_reads_mio_layout_and_keeps_logits(mio_hf, imported, order):
   assert_logits_match(read_params(imported[order]), TINY, load_hf_model(mio_hf[order]), np.random.default_rng(2))
 
 
+@pytest.mark.slow  # generation compiles; the import's logits stay
 @pytest.mark.parametrize("order", ORDERS)
 def test_generate_from_import_puts_codes_in_the_layouts_block(imported, order, tmp_path):
   cli = launch_module("generate")

@@ -78,6 +78,7 @@ def test_prompt_blocks_and_output_split():
     build_prompt(vocab, "see {image}")
 
 
+@pytest.mark.slow  # a subprocess that imports everything
 def test_cli_entry_point_runs_and_reports_bad_input(run_dir, tmp_path):
   workdir, _, _ = run_dir
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -123,6 +124,7 @@ def test_cli_task_speech_generation_beams_into_a_speech_block(run_dir, tmp_path)
   assert codes.shape[0] == 4 and 1 <= codes.shape[1] <= 2  # four equal parts, as MIO decodes them
 
 
+@pytest.mark.slow  # VQGAN and SpeechTokenizer decodes; CLI-equals-library stays
 def test_cli_decodes_generated_blocks_to_png_and_wav(run_dir, tmp_path):
   import soundfile as sf
   from PIL import Image

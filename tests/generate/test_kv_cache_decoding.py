@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from mio_jax.generate.decode import generate, init_cache, prompt_inputs
@@ -47,6 +48,7 @@ def test_left_padded_row_decodes_as_alone():
   np.testing.assert_allclose(logits[1], full_logits(model, long), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # one full forward a token; cached-logits stays
 def test_greedy_generation_equals_repeated_full_argmax():
   model = Transformer(CFG, rngs=nnx.Rngs(2))
   prompt = [1, 17, 33, 5]
@@ -72,6 +74,7 @@ def test_generation_stops_on_stop_id_and_pads_with_it():
   assert set(out[0, first:].tolist()) == {stop}
 
 
+@pytest.mark.slow  # one full forward a token
 def test_greedy_with_repetition_penalty_equals_penalised_full_argmax():
   from mio_jax.generate.decode import Settings
   model = Transformer(CFG, rngs=nnx.Rngs(2))

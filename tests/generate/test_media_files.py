@@ -11,6 +11,7 @@ from tokenizers_port import vqgan
 from tokenizers_port.speechtokenizer.load import load as load_speech
 
 
+@pytest.mark.slow  # VQGAN and SpeechTokenizer decodes
 def test_write_dispatches_by_kind(tmp_path):
   image_dir = tiny_tokenizers.trained_tiny_vqgan_dir()
   speech_dir = tiny_tokenizers.trained_tiny_speechtokenizer_dir()

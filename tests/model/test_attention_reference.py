@@ -57,6 +57,7 @@ def test_unknown_impl_is_rejected():
     attention(x, x, x, jnp.ones((1, 4), jnp.int32), impl="nope")
 
 
+@pytest.mark.slow  # dense and blocked gradients; the fallback case stays
 @pytest.mark.parametrize("heads,kv_heads", [(4, 1), pytest.param(8, 2, marks=pytest.mark.slow)])
 def test_blocked_matches_numpy_oracle_and_dense_gradients(heads, kv_heads):
   """xla_blocked skips the key blocks above the causal diagonal: same outputs and gradients."""

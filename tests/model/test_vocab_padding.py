@@ -94,6 +94,7 @@ def test_mask_with_offset_masks_only_ids_past_used():
   assert (np.asarray(out[0]) == 0).tolist() == [True] * 5 + [False] * 3
 
 
+@pytest.mark.slow  # sampling and beam compiles; the logits mask stays
 def test_sampling_and_beam_search_never_pick_a_padded_id():
   padded, plain = _padded_and_plain_params(seed=3)
   model, plain_model = _model(PADDED, padded), _model(PLAIN, plain)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
@@ -43,6 +44,7 @@ def _step(mesh):
   return metrics, new.params, shardings
 
 
+@pytest.mark.slow  # a tensor-8 step
 def test_tensor_8_with_2_kv_heads_equals_the_unsharded_step():
   mesh = Mesh(np.array(jax.devices()).reshape(1, 1, 8), ("data", "fsdp", "tensor"))
   with jax.default_matmul_precision("highest"):

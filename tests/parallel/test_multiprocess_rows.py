@@ -53,6 +53,7 @@ def test_tensor_across_two_processes_both_feed_the_whole_batch():
   assert [o["weighted"] for o in out] == [expected_weighted(8)] * 2
 
 
+@pytest.mark.slow  # 4 processes; the 2-process case stays
 def test_tensor_across_process_pairs_data_across_pairs():
   # Nodes of two processes; tensor=4 inside a node spans both its processes; data=2 over nodes.
   out = run(4, 2, ici=dict(tensor=4), dcn=dict(data=2), processes_per_node=2, global_batch=8)
@@ -61,6 +62,7 @@ def test_tensor_across_process_pairs_data_across_pairs():
   assert [o["weighted"] for o in out] == [expected_weighted(8)] * 4
 
 
+@pytest.mark.slow  # grain in 4 processes
 def test_grain_pipeline_processes_sharing_rows_read_the_same_records(tmp_path):
   # As above, through the shard pipeline: each pair reads records [block::2] and feeds its rows.
   text_model = synthetic_shards.tiny_text_model(str(tmp_path / "sp"))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from jax.sharding import Mesh, NamedSharding
 
 from mio_jax.model.transformer import ModelConfig
@@ -42,6 +43,7 @@ def _step(shape, rules):
   return jax.device_get(metrics), new_state.params, compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow  # a tensor-4 step against one device
 def test_sequence_parallel_step_equals_one_device_and_saves_residual_memory():
   rules = get_rules("fsdp")
   whole_rows = tuple((n, None if n == "residual_length" else a) for n, a in rules)

@@ -34,6 +34,7 @@ def test_init_from_on_gs_is_checked_in_the_bucket(gs_dir):
   validate(c, jax.devices())  # found in the bucket, not as a local path
 
 
+@pytest.mark.slow  # train, resume and export through the emulator; test_gcs_end_to_end stays
 def test_train_resume_and_export_on_gs(gs_dir, tmp_path, monkeypatch):
   from mio_jax.export.to_hf import export
   from mio_jax.train.loop import train

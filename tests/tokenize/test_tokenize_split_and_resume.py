@@ -42,6 +42,7 @@ def corpus(tmp_path_factory):
   return spec, output_files(root / "reference")
 
 
+@pytest.mark.slow  # three tokenizing processes
 def test_three_processes_split_disjointly_and_completely(tmp_path, corpus):
   spec, reference = corpus
   n_shards = sum(name.startswith("shards/") and name.endswith(".array_record") for name in reference)

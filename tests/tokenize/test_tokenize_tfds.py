@@ -194,6 +194,7 @@ def read_shards(out):
   return samples, held
 
 
+@pytest.mark.slow  # builds a TFDS dataset and tokenizes twice
 def test_tfds_inputs_match_the_same_media_through_a_manifest(tmp_path, tfds, monkeypatch):
   examples, jsonl_inputs, expected = plant_media(str(tmp_path / "media"), tfds)
   data_dir = str(tmp_path / "tfds")

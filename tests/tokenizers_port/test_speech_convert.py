@@ -43,7 +43,7 @@ def test_cli_folds_weight_norm(released):
                              lstm.weight_hh_l1_reverse.detach().numpy().T)
 
 
-@pytest.mark.parametrize("activation", ["ELU", "Snake"])
+@pytest.mark.parametrize("activation", ["ELU", pytest.param("Snake", marks=pytest.mark.slow)])  # ELU: the release
 def test_random_init_matches_reference(activation, tmp_path):
   config = dict(TINY, activation=activation)
   model = reference.build_reference(config, seed=3)

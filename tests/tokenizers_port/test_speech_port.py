@@ -14,6 +14,9 @@ import pytest
 
 from tokenizers_port.speechtokenizer import agreement, load, reference, synth  # noqa: E402
 
+# A reference SpeechTokenizer and its port, minutes; test_speech_convert checks the port's numbers by default.
+pytestmark = pytest.mark.slow
+
 N_CLIPS = 7  # ~480 frames of the committed 0.8-2.2 s clips
 
 
@@ -40,7 +43,6 @@ def pair(tmp_path_factory):
   return model, load(str(out / "flax"), pad_multiple=16000 * 8), clips, out
 
 
-@pytest.mark.slow  # decoder agreement, ~40 s; test_speech_convert stays
 def test_codes_features_and_decoder_match_reference(pair):
   model, tok, clips, _ = pair
   assert all(c.shape[0] % 320 for c in clips)

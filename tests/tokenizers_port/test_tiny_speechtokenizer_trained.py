@@ -28,6 +28,7 @@ def _layer1(tok_dir, clips):
   return [c[c >= 0] for c in codes]
 
 
+@pytest.mark.slow  # encodes the held-out speech
 def test_codes_tell_held_out_transcripts_apart(corpus, tmp_path):
   """Nearest neighbour by code edit distance names held-out clips' transcripts (half of the 20
   have a training twin, so 0.5 is the ceiling); the random tokenizer's codes are near chance."""
@@ -40,6 +41,7 @@ def test_codes_tell_held_out_transcripts_apart(corpus, tmp_path):
   assert random <= 0.1, random
 
 
+@pytest.mark.slow  # encode and decode
 def test_decoder_puts_back_what_the_encoder_reads(corpus, tmp_path):
   """decode(first 4 layers) then re-encode keeps many layer-1 codes; with the same encoder and
   codebooks but the decoder's weights from before training (random_params), almost none."""
@@ -57,6 +59,7 @@ def test_decoder_puts_back_what_the_encoder_reads(corpus, tmp_path):
   assert trained >= 0.25 and random <= 0.1, (trained, random)
 
 
+@pytest.mark.slow  # encode and decode
 def test_unfitted_codebook_rows_are_never_chosen_and_decode(corpus):
   clips, _ = corpus
   from safetensors.numpy import load_file

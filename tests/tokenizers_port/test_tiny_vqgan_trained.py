@@ -46,6 +46,7 @@ def trained():
   return x, bgs, *_roundtrip(load(tiny_tokenizers.trained_tiny_vqgan_dir()), x)
 
 
+@pytest.mark.slow  # VQGAN encode and decode of the corpus
 def test_reconstruction_far_better_than_random_tiny_vqgan(trained, tmp_path):
   x, _, _, recon = trained
   random = load(tiny_tokenizers.make_tiny_vqgan(str(tmp_path / "random")))
@@ -59,6 +60,7 @@ def test_reconstruction_far_better_than_random_tiny_vqgan(trained, tmp_path):
   assert mean_gap < 15, mean_gap
 
 
+@pytest.mark.slow  # encodes the corpus with the trained VQGAN
 def test_dominant_code_follows_background_colour(trained):
   _, bgs, codes, _ = trained
   dominant = [int(np.bincount(row).argmax()) for row in codes]

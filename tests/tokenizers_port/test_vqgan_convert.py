@@ -26,7 +26,7 @@ def photos():
   return {"calib": p[1::2], "test": p[0::2][:12]}
 
 
-@pytest.fixture(scope="module", params=["taming", "llamagen"])
+@pytest.fixture(scope="module", params=["taming", pytest.param("llamagen", marks=pytest.mark.slow)])
 def converted(request, photos, tmp_path_factory):
   flavor = request.param
   model = ref.build(flavor, SMALL[flavor], seed=1)

@@ -61,6 +61,7 @@ def test_accurate_points_beat_the_usual_ones():
   assert err["f4a"] * 2 < err["f4"], err
 
 
+@pytest.mark.slow  # the per-shape Winograd checks stay
 @pytest.mark.parametrize("impl", ["winograd", "winograd-f2"])
 def test_cached_kernel_layer_matches_direct_layer(impl):
   x, _, _ = _case((2, 12, 12, 32))

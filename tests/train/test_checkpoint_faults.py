@@ -11,6 +11,10 @@ from mio_jax.train.checkpoint import CheckpointError
 from mio_jax.train.loop import train
 from train_helpers import metrics_rows, smoke_on_shards
 
+# Every case trains (a reference and a stopped run, ~30 s on 2 cores); the resume path itself is in
+# tests/train/test_train_loop.py's default run.
+pytestmark = pytest.mark.slow
+
 STEPS = 12
 
 
@@ -57,13 +61,8 @@ def _drop_data_state(step_dir):
   os.remove(os.path.join(step_dir, "data", "process_0-of-1.json"))
 
 
-_SLOW = pytest.mark.slow  # the same fallback path as the two kept in the default run
-
-
-@pytest.mark.parametrize("damage", [
-    _delete_arrays, _break_metadata, pytest.param(_truncate_arrays, marks=_SLOW),
-    pytest.param(_drop_item, marks=_SLOW), pytest.param(_drop_data_state, marks=_SLOW)],
-    ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("damage", [_delete_arrays, _break_metadata, _truncate_arrays, _drop_item,
+                                    _drop_data_state], ids=lambda f: f.__name__.strip("_"))
 def test_damaged_newest_step_falls_back_to_the_previous_one(runs, mini_shards, tmp_path, damage,
                                                             caplog):
   reference, stopped = runs

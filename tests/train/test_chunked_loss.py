@@ -73,6 +73,7 @@ def _run_step(cfg, batch, mesh=None):
   return jax.device_get(metrics), jax.device_get(jax.tree.map(lambda a, b: a - b, new.params, params))
 
 
+@pytest.mark.slow  # train-step compiles; the chunked losses and gradients stay
 @pytest.mark.parametrize("on_mesh", [False, True])
 def test_train_step_with_chunked_loss_equals_plain(on_mesh):
   mesh = Mesh(np.array(jax.devices()).reshape(1, 4, 2), ("data", "fsdp", "tensor")) if on_mesh else None

@@ -13,6 +13,8 @@ from mio_jax.train.checkpoint import load_params
 from mio_jax.train.divergence import TrainingHalted
 from train_helpers import metrics_rows
 
+pytestmark = pytest.mark.slow  # each case trains a poisoned run
+
 
 def _config(**train_kw):
   c = stage_config(1, "smoke")

@@ -15,6 +15,8 @@ from mio_jax.train.evaluation import HELDOUT_SYNTHETIC_STEP, read_pairing_sample
 from mio_jax.train.loop import train
 from mio_jax.train.synthetic_batches import synthetic_row
 
+pytestmark = pytest.mark.slow  # each case trains with held-out evaluation
+
 STEPS = 8
 EVAL_KEYS = ("eval_loss", "eval_loss_text", "eval_loss_image", "eval_loss_speech")
 

@@ -45,6 +45,7 @@ def one_batch():
   return _run(1)
 
 
+@pytest.mark.slow  # test_train_step's one-device accumulation stays
 @pytest.mark.parametrize("accum", [2, 4])
 def test_accumulated_step_on_a_mesh_equals_one_batch(one_batch, accum):
   (s1, m1, _), (s2, m2, hlo) = one_batch, _run(accum)

@@ -113,6 +113,7 @@ def _stream_states(workdir, step):
   return states
 
 
+@pytest.mark.slow  # two 2-process trainings; the one-line config check stays
 def test_two_processes_train_as_one_process_with_all_devices(reference, mini_shards, tmp_path):
   one = train(_one_process_config(mini_shards), str(tmp_path)).losses
   two = _losses(reference)

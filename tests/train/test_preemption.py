@@ -28,6 +28,7 @@ def _cli(workdir, shards):
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # three training subprocesses
 def test_sigterm_saves_that_step_and_the_rerun_continues_bit_identically(mini_shards, tmp_path):
   reference = train(smoke_on_shards(mini_shards, steps=STEPS, checkpoint_every=EVERY),
                     str(tmp_path / "reference")).losses

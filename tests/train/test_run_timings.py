@@ -11,6 +11,8 @@ from train_helpers import eval_config, metrics_rows
 from mio_jax.train import loop
 from mio_jax.train.loop import train
 
+pytestmark = pytest.mark.slow  # each case trains
+
 DATA_DELAY_S = 0.25
 
 

@@ -54,6 +54,7 @@ def test_a_changed_schedule_on_resume_is_named_in_one_line_and_the_saved_one_kep
   assert float(build_schedule(kept)(100)) == pytest.approx(0.1)  # the saved floor at the saved end
 
 
+@pytest.mark.slow  # two training runs
 def test_resumed_run_with_more_steps_follows_its_saved_schedule(tmp_path, caplog):
   c = eval_config(steps=4)
   c.eval.every = 0

@@ -48,6 +48,7 @@ def _run(*args, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a 1B compile for v5p-8; the fails-before-compiling checks stay
 @needs_libtpu
 def test_report_for_a_v5p_slice(tmp_path):
   report_path = tmp_path / "report.json"
