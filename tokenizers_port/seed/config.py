@@ -9,18 +9,20 @@ and the code -> unCLIP image-embedding path (`get_codebook_entry`).
 """
 
 import dataclasses
-import json
-import os
+from typing import ClassVar
+
+from tokenizers_port import config_files
+from tokenizers_port.config_files import CONFIG_FILE, save_config  # noqa: F401 (this module's API)
 
 RESIZE_METHODS = ("linear", "cubic", "lanczos3", "nearest")
-CONFIG_FILE = "config.json"
 # CLIP's normalisation (clip_transform.yaml -> transforms.get_transform(type='clip')).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclasses.dataclass(frozen=True)
-class SeedConfig:
+class SeedConfig(config_files.JsonConfig):
+  LABEL: ClassVar[str] = "SEED"
   # EVA-CLIP ViT (patch embed conv with bias, class token, absolute positions, pre-norm blocks).
   image_size: int = 224
   patch_size: int = 14
@@ -86,28 +88,6 @@ class SeedConfig:
   def codes_per_image(self) -> int:
     return self.num_query_tokens
 
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2)
-
-  @classmethod
-  def from_dict(cls, d: dict, source: str = "config") -> "SeedConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"{source}: unknown SEED config key {unknown[0]!r}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def save_config(config: SeedConfig, directory: str) -> str:
-  path = os.path.join(directory, CONFIG_FILE)
-  with open(path, "w") as f:
-    f.write(config.to_json() + "\n")
-  return path
-
 
 def load_config(directory: str) -> SeedConfig:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no SEED config (run tokenizers_port.convert seed first)")
-  with open(path) as f:
-    return SeedConfig.from_dict(json.load(f), source=path)
+  return config_files.load_config(SeedConfig, directory, command="seed")

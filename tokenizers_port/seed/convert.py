@@ -23,6 +23,7 @@ import numpy as np
 from tokenizers_port.seed import torch_keys
 from tokenizers_port.seed.config import RESIZE_METHODS, SeedConfig, save_config
 from tokenizers_port.seed.params_io import abstract_params, save_params
+from tokenizers_port.torch_mapping import map_state_dict
 
 VIT_PREFIX = "visual_encoder."
 
@@ -111,16 +112,10 @@ def infer_config(sd: dict, src: str, vit_src: str | None, vit_depth: int, vit_he
 def convert_state_dict(sd: dict, source: dict, cfg: SeedConfig, src: str, vit_src: str | None,
                        drop_unknown: bool = False) -> tuple[dict, list[str]]:
   """(our parameters, dropped unknown keys); missing, mis-shaped or (strict) unknown keys raise."""
-  params, used = {}, set()
-  for path, shape in abstract_params(cfg).items():
-    key = torch_keys.torch_key(path)
-    w = _get(sd, key, src, vit_src)
-    want = torch_keys.torch_shape(path, shape)
-    if tuple(w.shape) != want:
-      raise ConvertError(f"{source[key]}: key {key!r} has shape {tuple(w.shape)}, expected {want}")
-    params[path] = torch_keys.torch_to_flax(path, w)
-    used.add(key)
-  unknown = sorted(set(sd) - used)
+  params, unknown = map_state_dict(
+      sd, abstract_params(cfg), key_of=torch_keys.torch_key, get=lambda k: _get(sd, k, src, vit_src),
+      torch_shape=torch_keys.torch_shape, torch_to_flax=torch_keys.torch_to_flax,
+      source_of=source.__getitem__, error=ConvertError)
   if unknown and not drop_unknown:
     raise ConvertError(f"{source[unknown[0]]}: unknown key {unknown[0]!r}"
                        + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")

@@ -4,43 +4,27 @@ the code -> unCLIP image embedding path its diffusion decoder is conditioned on.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from tokenizers_port.batched_tokenizer import BatchedTokenizer
 from tokenizers_port.seed.config import SeedConfig, load_config
 from tokenizers_port.seed.model import SeedTokenizerModel
 from tokenizers_port.seed.params_io import build_model
 from tokenizers_port.seed.preprocess import preprocess
 
 
-class SeedTokenizer:
+class SeedTokenizer(BatchedTokenizer):
   """encode: uint8 [B, H, W, 3] -> int32 [B, 32]; embed_codes: int [B, 32] -> float32 [B, 1024].
-
-  With a mesh, the batch is split over its `data_axis` (padded to a multiple of that axis's
-  size) and the weights are replicated.
-  """
+  Batches are padded and split over an optional mesh as `BatchedTokenizer` describes."""
 
   def __init__(self, model: SeedTokenizerModel, config: SeedConfig, mesh: Mesh | None = None,
                data_axis: str = "data"):
-    self.config, self.mesh, self.data_axis = config, mesh, data_axis
-    graphdef, state = nnx.split(model)
-    if mesh is not None:
-      if data_axis not in mesh.axis_names:
-        raise ValueError(f"mesh has axes {mesh.axis_names}, no data axis {data_axis!r}")
-      mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
-      self.mesh = mesh
-      state = jax.device_put(state, NamedSharding(mesh, P()))
-      self._batch_sharding = NamedSharding(mesh, P(data_axis))
-    self._state = state
-
-    def run(method):
-      return lambda s, *a: getattr(nnx.merge(graphdef, s), method)(*a)
-
+    super().__init__(model, config, mesh, data_axis)
     # encode = preprocess, then the same compiled pass as encode_features (one compile of the
     # ViT + Q-Former per batch shape, whichever entry point is used).
     self._preprocess = jax.jit(lambda im: preprocess(im, config))
-    self._encode_features = jax.jit(run("encode_features"))
-    self._embed_codes = jax.jit(run("embed_codes"))
+    self._encode_features = jax.jit(self._method("encode_features"))
+    self._embed_codes = jax.jit(self._method("embed_codes"))
 
   @property
   def codes_per_image(self) -> int:
@@ -49,16 +33,6 @@ class SeedTokenizer:
   @property
   def codebook_size(self) -> int:
     return self.config.n_embed
-
-  def _shard(self, x):
-    x = jnp.asarray(x)
-    if self.mesh is None:
-      return x, x.shape[0]
-    n, b = self.mesh.shape[self.data_axis], x.shape[0]
-    pad = -b % n
-    if pad:
-      x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
-    return jax.device_put(x, self._batch_sharding), b
 
   def encode(self, images) -> jax.Array:
     """uint8 images [B, H, W, 3], any size (squash-resized to image_size) -> int32 codes [B, 32]."""

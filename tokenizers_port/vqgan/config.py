@@ -6,18 +6,20 @@ and whether z and the codebook are L2-normalised before the nearest-code search 
 """
 
 import dataclasses
-import json
-import os
+from typing import ClassVar
+
+from tokenizers_port import config_files
+from tokenizers_port.config_files import CONFIG_FILE, save_config  # noqa: F401 (this module's API)
 
 FLAVORS = ("taming", "llamagen")
 RESIZE_POLICIES = ("shorter_side", "none")
 CROP_POLICIES = ("center", "none")
 RESIZE_METHODS = ("linear", "cubic", "lanczos3", "nearest")
-CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
-class VQGANConfig:
+class VQGANConfig(config_files.JsonConfig):
+  LABEL: ClassVar[str] = "VQGAN"
   flavor: str
   # Architecture.
   in_channels: int = 3
@@ -70,18 +72,6 @@ class VQGANConfig:
     """Codes per side for an `image_size` input: 16 for f16 at 256 px."""
     return self.image_size // self.downsample_factor
 
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2)
-
-  @classmethod
-  def from_dict(cls, d: dict, source: str = "config") -> "VQGANConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"{source}: unknown VQGAN config key {unknown[0]!r}")
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return cls(**d)
-
 
 def tiny_config(ch: int = 8) -> VQGANConfig:
   """The tiny VQGAN: f16 (16x16 codes at 256 px), 8192 codes of dim 8; ch=8 trained
@@ -92,16 +82,5 @@ def tiny_config(ch: int = 8) -> VQGANConfig:
       embed_dim=8, n_embed=8192, num_groups=2)
 
 
-def save_config(config: VQGANConfig, directory: str) -> str:
-  path = os.path.join(directory, CONFIG_FILE)
-  with open(path, "w") as f:
-    f.write(config.to_json() + "\n")
-  return path
-
-
 def load_config(directory: str) -> VQGANConfig:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no VQGAN config (run tokenizers_port.convert vqgan first)")
-  with open(path) as f:
-    return VQGANConfig.from_dict(json.load(f), source=path)
+  return config_files.load_config(VQGANConfig, directory, command="vqgan")

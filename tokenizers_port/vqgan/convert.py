@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers_port.vqgan import torch_keys
 from tokenizers_port.vqgan.config import (CROP_POLICIES, FLAVORS, RESIZE_METHODS, RESIZE_POLICIES,
                                           VQGANConfig, save_config)
+from tokenizers_port.torch_mapping import map_state_dict
 from tokenizers_port.vqgan.params_io import abstract_params, save_params
 
 
@@ -85,16 +86,10 @@ def infer_config(sd: dict, flavor: str, source: str, **policy) -> VQGANConfig:
 
 def convert_state_dict(sd: dict, cfg: VQGANConfig, source: str) -> dict[tuple, np.ndarray]:
   """Our parameters from a torch state_dict; unknown, missing or mis-shaped keys raise."""
-  params, used = {}, set()
-  for path, shape in abstract_params(cfg).items():
-    key = torch_keys.torch_key(path, cfg.flavor, cfg.num_levels)
-    w = _get(sd, key, source)
-    want = torch_keys.torch_shape(path, shape)
-    if tuple(w.shape) != want:
-      raise ConvertError(f"{source}: key {key!r} has shape {tuple(w.shape)}, expected {want}")
-    params[path] = torch_keys.torch_to_flax(path, w)
-    used.add(key)
-  unknown = sorted(set(sd) - used)
+  params, unknown = map_state_dict(
+      sd, abstract_params(cfg), key_of=lambda p: torch_keys.torch_key(p, cfg.flavor, cfg.num_levels),
+      get=lambda k: _get(sd, k, source), torch_shape=torch_keys.torch_shape,
+      torch_to_flax=torch_keys.torch_to_flax, source_of=lambda k: source, error=ConvertError)
   if unknown:
     raise ConvertError(f"{source}: unknown key {unknown[0]!r}"
                        + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))

@@ -5,62 +5,33 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from tokenizers_port.batched_tokenizer import BatchedTokenizer
 from tokenizers_port.vqgan.config import VQGANConfig, load_config
 from tokenizers_port.vqgan.model import VQGAN, cache_winograd_kernels
 from tokenizers_port.vqgan.params_io import build_model
 from tokenizers_port.vqgan.preprocess import preprocess, to_uint8
 
 
-class VQGANTokenizer:
+class VQGANTokenizer(BatchedTokenizer):
   """encode: uint8 [B, H, W, C] -> int32 [B, h*w] (raster order); decode: the reverse.
-
-  With a mesh, the batch is split over its `data_axis` (padded to a multiple of that axis's
-  size) and the weights are replicated.
-  """
+  Batches are padded and split over an optional mesh as `BatchedTokenizer` describes."""
 
   def __init__(self, model: VQGAN, config: VQGANConfig, mesh: Mesh | None = None,
                data_axis: str = "data"):
-    self.config, self.mesh, self.data_axis = config, mesh, data_axis
-    graphdef, state = nnx.split(model)
-    if mesh is not None:
-      if data_axis not in mesh.axis_names:
-        raise ValueError(f"mesh has axes {mesh.axis_names}, no data axis {data_axis!r}")
-      # Images are independent: let the partitioner propagate the batch split (an Explicit-axes
-      # mesh would ask for an output sharding on every reshape).
-      mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
-      self.mesh = mesh
-      state = jax.device_put(state, NamedSharding(mesh, P()))
-      self._batch_sharding = NamedSharding(mesh, P(data_axis))
-    self._state = state
-
-    def run(method):
-      return lambda s, *a: getattr(nnx.merge(graphdef, s), method)(*a)
-
-    encode = run("encode")
-    decode = run("decode")
+    super().__init__(model, config, mesh, data_axis)
+    encode = self._method("encode")
+    decode = self._method("decode")
     self._encode = jax.jit(lambda s, im: encode(s, preprocess(im, config)))
     self._decode = jax.jit(lambda s, c, h, w: to_uint8(decode(s, c, h, w)), static_argnums=(2, 3))
     self._decode_float = jax.jit(decode, static_argnums=(2, 3))
-    self._encode_latents = jax.jit(run("encode_latents"))
-    self._decode_latents = jax.jit(run("decode_latents"))
+    self._encode_latents = jax.jit(self._method("encode_latents"))
+    self._decode_latents = jax.jit(self._method("decode_latents"))
 
   @property
   def codes_per_image(self) -> int:
     return self.config.grid_size ** 2
-
-  def _shard(self, x):
-    """Pad the batch to the data axis size and place it split over that axis."""
-    x = jnp.asarray(x)
-    if self.mesh is None:
-      return x, x.shape[0]
-    n, b = self.mesh.shape[self.data_axis], x.shape[0]
-    pad = -b % n
-    if pad:
-      x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
-    return jax.device_put(x, self._batch_sharding), b
 
   def encode(self, images) -> jax.Array:
     images = np.asarray(images) if not isinstance(images, jax.Array) else images
