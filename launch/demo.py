@@ -23,8 +23,6 @@ import os
 import sys
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 8 host devices so the demo runs the same sharded step as a pod slice (set before jax loads).
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is the CPU run, even where libtpu is installed
 
 import json  # noqa: E402
@@ -33,6 +31,8 @@ import time  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("workdir", "workdirs/demo", "Where everything the demo makes goes.")
+flags.DEFINE_integer("devices", 8, "Simulated CPU devices the stages' fsdp axis spans (the sharded step "
+                     "of a pod slice; 1: no mesh split).")
 flags.DEFINE_integer("steps", 0, "Steps per stage (0: --alignment_steps for stage 1, --later_steps after).")
 # Stage 1 is where captions and transcripts meet their media; 40 steps are too few for the tiny
 # model to tie them (measured: held-out caption margin 0.02 nats at step 40, 0.17 at step 160).
@@ -232,6 +232,7 @@ def main(argv):
   # A compilation cache in the workdir: stages 2-4 share their step count, so stages 3 and 4 (and
   # every stage's eval step after stage 1's) load the executables stage 2 compiled.
   import jax
+  jax.config.update("jax_num_cpu_devices", FLAGS.devices)  # before the backend starts
   jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax_cache"))
   tokens = tokenize(root, log)
   results = train_stages(root, tokens["train"], tokens["heldout"], log)
