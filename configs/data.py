@@ -53,6 +53,10 @@ def data_config(stage: int, size: str = "full") -> ml_collections.ConfigDict:
   # A glob of one tokenization job's mixed-kind shards (e.g. OUT/shards/*.array_record): when set,
   # every source reads it, keeping its own kind, and data.source becomes "shards".
   c.mixed_shards = ""
+  # Codes per image block (video: per frame) in the shards: 256 for a VQGAN f16 at 256 px, 32 for
+  # SEED-Tokenizer-2 (MIO-7B's; --config.data.image_tokens=32). Checked against the tokenization
+  # job's index.json; generation constrains image blocks to it (model_config.json records it).
+  c.image_tokens = 256
   c.seq_len = {"smoke": 512, "small": 1024, "full": 2800}[size]
   # full: MIO's global batch is not published (unverified); 512 x 2800 tokens per step by default.
   c.global_batch = {"smoke": 8, "small": 32, "full": 512}[size]

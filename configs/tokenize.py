@@ -35,7 +35,9 @@ def get_config(preset: str = "mini") -> ml_collections.ConfigDict:
 
   # Encoders: converted tokenizer folders (tokenizers_port.convert; tiny random ones from
   # `python -m mio_jax.tokenize.tiny_tokenizers DIR`; trained ones in data/tokenizers/), or "" for
-  # none (such samples are quarantined).
+  # none (such samples are quarantined). The image folder's config.json says which tokenizer it is:
+  # a VQGAN (a raster grid of codes, 256 for f16 at 256 px) or SEED-Tokenizer-2 (`convert seed`,
+  # MIO-7B's: 32 codes per image; docs/seed_tokenizer.md).
   c.image_tokenizer = ""
   c.speech_tokenizer = ""
   c.image_batch_size = 8  # per encoder call, over all local devices (a multiple of their count)
@@ -73,9 +75,12 @@ def get_config(preset: str = "mini") -> ml_collections.ConfigDict:
       min_input_rate=8000,
       max_input_rate=192000,
       speech_max_s=15.0,  # MIO: drop clips over 15 s
-      pair_video_mode="uniform",  # video_text: uniform frames
+      # video_text: "uniform" (centres of num_frames segments), "mio_uniform" (MIO's extract_frames:
+      # every (frames // num_frames)-th frame) or "keyframes"; "auto": the image tokenizer's
+      # (VQGAN: uniform, SEED-2: mio_uniform)
+      pair_video_mode="auto",
       interleaved_video_mode="keyframes",  # interleaved / conversation video: scene-change keyframes
-      num_frames=4,  # MIO: 4-8 frames per video-text pair
+      num_frames=0,  # 0: the image tokenizer's (VQGAN: 4, MIO: 4-8; SEED-2: 10, MIO's "~10")
       max_keyframes=8,
       scene_threshold=30.0,
   ))

@@ -13,7 +13,8 @@ Prints the generated text (media blocks shown as [image K] / [speech K]) and wri
 block's codes to OUT_PREFIX_imageK.npy ([h, w]) / OUT_PREFIX_speechK.npy ([layers, frames]); with
 --image_tokenizer / --speech_tokenizer (converted tokenizer folders) also the decoded
 OUT_PREFIX_imageK.png / OUT_PREFIX_speechK.wav.
-Decoding is constrained: after <image> exactly --image_tokens image codes then </image>; after <spch>
+Decoding is constrained: after <image> exactly --image_tokens image codes (default: the run's
+config.data.image_tokens, 256 for a VQGAN, 32 for SEED-Tokenizer-2) then </image>; after <spch>
 four equal parts (content, then three timbre layers) then </spch>, in beam search too.
 --task picks MIO's infer.py settings for that task (mio_jax/generate/presets.py); the sampling and beam
 flags given override it. See docs/generation.md.
@@ -50,7 +51,8 @@ def parse_args(argv=None):
   p.add_argument("--image_codes", default=None, help=".npy [h, w] image codes for {image}")
   p.add_argument("--speech_codes", default=None, help=".npy [layers, frames] speech codes for {speech}")
   p.add_argument("--max_new_tokens", type=int, default=64)
-  p.add_argument("--image_tokens", type=int, default=256, help="codes per image (the VQGAN grid)")
+  p.add_argument("--image_tokens", type=int, default=None,
+                 help="codes per image [the run's config.data.image_tokens: 256 VQGAN, 32 SEED-2]")
   p.add_argument("--max_speech_frames", type=int, default=0, help="cap on speech part length (0: none)")
   p.add_argument("--task", default=None, choices=list(TASKS),
                  help="MIO's infer.py decoding for this task (beams, sampling, penalty); flags below override")
@@ -105,12 +107,15 @@ def run(args) -> dict:
   from mio_jax.generate.media_files import MediaWriter
   from mio_jax.generate.prompt import build_prompt
 
+  from mio_jax.generate.load import checkpoint_image_tokens
+
   model, vocab = load_model(args.checkpoint, text_model=args.text_model)
+  image_tokens = args.image_tokens or checkpoint_image_tokens(args.checkpoint)
   prompt = build_prompt(vocab, args.prompt, image_codes=_load_codes(args.image_codes, "image_codes"),
                         speech_codes=_load_codes(args.speech_codes, "speech_codes"), bos=not args.no_bos)
   chosen = decoding(args)
   ids, out = complete(model, vocab, prompt, max_new_tokens=args.max_new_tokens,
-                      image_tokens=args.image_tokens, max_speech_frames=args.max_speech_frames,
+                      image_tokens=image_tokens, max_speech_frames=args.max_speech_frames,
                       settings=chosen.settings, num_beams=chosen.num_beams, length_penalty=chosen.length_penalty,
                       seed=args.seed, stop_after_media=args.stop_after_media)
   writer = MediaWriter(args.image_tokenizer, args.speech_tokenizer)

@@ -16,8 +16,10 @@ __all__ = ["ConfigError", "TokenizeConfig", "check_tokenize_config_keys"]
 
 @dataclasses.dataclass(frozen=True)
 class MediaSection(MediaConfig):
-  """config.media: every MediaConfig field (each required here) but the image side."""
+  """config.media: every MediaConfig field (each required here) but the image side and resize
+  (pair_video_mode may also be "auto" and num_frames 0: the image tokenizer's; job.media_config)."""
   image_size: int = optional(256)  # the image tokenizer's own side replaces it
+  image_resize: str = optional("center_crop")  # the image tokenizer's own policy replaces it
 
 
 @dataclasses.dataclass(frozen=True)

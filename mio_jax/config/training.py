@@ -53,6 +53,7 @@ class DataSection:
   mixed_shards: str
   seq_len: int
   global_batch: int
+  image_tokens: int  # codes per image block: 256 (VQGAN f16 at 256 px), 32 (SEED-Tokenizer-2)
   loss_mask: str
   template_stage: int
   image_generation_prob: float

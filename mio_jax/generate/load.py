@@ -7,7 +7,7 @@ from flax import nnx
 
 from mio_jax.model.transformer import ModelConfig, Transformer
 from mio_jax.train.checkpoint import load_params, resolve_params_dir
-from mio_jax.train.run_config import find_run_config, run_template_set
+from mio_jax.train.run_config import find_run_config, run_image_tokens, run_template_set
 from mio_jax.vocab import Vocabulary
 
 
@@ -41,5 +41,13 @@ def checkpoint_template_set(checkpoint: str) -> str:
   """The template set (config.data.template_set) the checkpoint's run trained with."""
   try:
     return run_template_set(find_run_config(resolve_params_dir(checkpoint)))
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None
+
+
+def checkpoint_image_tokens(checkpoint: str) -> int:
+  """Codes per image block (config.data.image_tokens) the checkpoint's run trained with."""
+  try:
+    return run_image_tokens(find_run_config(resolve_params_dir(checkpoint)))
   except FileNotFoundError:
     raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None

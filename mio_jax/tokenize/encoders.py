@@ -1,21 +1,29 @@
 """The two encoders behind a small interface, run batched and data-parallel over local devices.
 
-ImageEncoder.encode_batch: uint8 [B, S, S, 3] -> int32 [B, h, w]   (B = batch_size, fixed)
+ImageEncoder.encode_batch: uint8 [B, S, S, 3] -> int32 [B, h, w]   (B = batch_size, fixed; SEED: h, w = 1, 32)
 SpeechEncoder.encode_batch: float32 [B, T], lengths [B] -> int32 [n_q, B, >= ceil(T / hop)]
 
 Batches always have the same size B (the job pads the last one), so each encoder compiles once per
 input shape. Inputs are placed with a NamedSharding that splits the batch axis over a 1-D mesh of
 the local devices, so jit runs the encoder data-parallel. The adapters here wrap the ported
-tokenizers (tokenizers_port.vqgan / .speechtokenizer); any object with the same interface can be
-passed to the job instead (job.run's encoder_pair), as the tests do with cheap doubles.
+tokenizers (tokenizers_port.vqgan / .seed / .speechtokenizer); any object with the same interface can
+be passed to the job instead (job.run's encoder_pair), as the tests do with cheap doubles.
+
+The image adapters also carry what the job needs to know about their tokenizer: `kind`, the codes
+per image and the codebook size (recorded in the job's index.json, which training checks against its
+config), and its media policy (`image_resize`, `video_defaults` for the config's "auto" video keys).
 """
 
+import json
 import math
+import os
 from typing import Protocol
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
+
+from mio_jax.config.keys import ConfigError
 
 
 class ImageEncoder(Protocol):
@@ -42,8 +50,30 @@ def local_mesh(batch_size: int) -> Mesh:
   return Mesh(np.array(devices), ("data",))
 
 
+# What the job does with an image tokenizer's media when config.media asks for "auto" / 0.
+VQGAN_VIDEO = {"pair_video_mode": "uniform", "num_frames": 4}  # centres of 4 segments (MIO: 4-8)
+SEED2_VIDEO = {"pair_video_mode": "mio_uniform", "num_frames": 10}  # MIO's extract_frames: "~10"
+
+
+def image_tokenizer_kind(directory: str) -> str:
+  """"vqgan" or "seed2", read off the converted folder's config.json (config key image_tokenizer)."""
+  path = os.path.join(directory, "config.json")
+  try:
+    with open(path) as f:
+      keys = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"config key image_tokenizer={directory!r}: cannot read {path}: {e}") from None
+  if "flavor" in keys:
+    return "vqgan"
+  if "num_query_tokens" in keys:
+    return "seed2"
+  raise ConfigError(f"config key image_tokenizer={directory!r}: {path} is neither a VQGAN nor a "
+                   "SEED config (tokenizers_port.convert vqgan | seed)")
+
+
 class PortImageEncoder:
   """tokenizers_port.vqgan: encode(uint8 [B,H,W,3]) -> int32 [B, h*w] raster order."""
+  kind, image_resize, video_defaults = "vqgan", "center_crop", VQGAN_VIDEO
 
   def __init__(self, directory: str, batch_size: int, conv_impl: str = "auto"):
     from tokenizers_port import vqgan
@@ -51,10 +81,45 @@ class PortImageEncoder:
     self.tokenizer = vqgan.load(directory, mesh=local_mesh(batch_size), conv_impl=conv_impl)
     cfg = self.tokenizer.config
     self.image_size, self.grid = cfg.image_size, cfg.grid_size
+    self.codes_per_image, self.codebook_size = self.grid * self.grid, cfg.n_embed
 
   def encode_batch(self, images: np.ndarray) -> np.ndarray:
     codes = self.tokenizer.encode(images)
     return np.asarray(codes, dtype=np.int32).reshape(len(images), self.grid, self.grid)
+
+
+class PortSeedEncoder:
+  """tokenizers_port.seed (SEED-Tokenizer-2, MIO-7B's): encode(uint8 [B,S,S,3]) -> int32 [B, 32],
+  returned as [B, 1, 32] (one row: the 32 causal Q-Former codes are a sequence, not a grid). The
+  job squash-resizes images to S x S with PIL first (MIO's clip_transform), so the port's own
+  resize is the identity."""
+  kind, video_defaults = "seed2", SEED2_VIDEO
+  _RESIZES = {"linear": "squash_bilinear", "cubic": "squash_bicubic"}
+
+  def __init__(self, directory: str, batch_size: int):
+    from tokenizers_port import seed
+    self.tokenizer = seed.load(directory, mesh=local_mesh(batch_size))
+    cfg = self.tokenizer.config
+    if cfg.resize_method not in self._RESIZES:
+      raise ConfigError(f"config key image_tokenizer={directory!r}: SEED resize_method "
+                       f"{cfg.resize_method!r} has no PIL filter here (one of {sorted(self._RESIZES)})")
+    self.image_size, self.image_resize = cfg.image_size, self._RESIZES[cfg.resize_method]
+    self.codes_per_image, self.codebook_size = cfg.codes_per_image, cfg.n_embed
+
+  def encode_batch(self, images: np.ndarray) -> np.ndarray:
+    codes = np.asarray(self.tokenizer.encode(images), dtype=np.int32)
+    return codes.reshape(len(images), 1, self.codes_per_image)
+
+
+def image_code_record(encoder) -> dict | None:
+  """{"tokenizer", "codes_per_image", "codebook_size"} of an image encoder (None for none), as the
+  job records it in index.json; test doubles without these attributes record what they can."""
+  if encoder is None:
+    return None
+  grid = getattr(encoder, "grid", None)
+  return {"tokenizer": getattr(encoder, "kind", type(encoder).__name__),
+          "codes_per_image": getattr(encoder, "codes_per_image", grid * grid if grid else None),
+          "codebook_size": getattr(encoder, "codebook_size", None)}
 
 
 class PortSpeechEncoder:
@@ -74,10 +139,14 @@ class PortSpeechEncoder:
 
 
 def build_encoders(config) -> tuple[ImageEncoder | None, SpeechEncoder | None]:
-  """Config keys image_tokenizer / speech_tokenizer: a converted folder, or "" (none)."""
+  """Config keys image_tokenizer / speech_tokenizer: a converted folder, or "" (none). The image
+  folder's config.json says which tokenizer it is (VQGAN or SEED-Tokenizer-2)."""
   image = speech = None
   if config.image_tokenizer:
-    image = PortImageEncoder(config.image_tokenizer, config.image_batch_size, config.image_conv_impl)
+    if image_tokenizer_kind(config.image_tokenizer) == "seed2":
+      image = PortSeedEncoder(config.image_tokenizer, config.image_batch_size)
+    else:
+      image = PortImageEncoder(config.image_tokenizer, config.image_batch_size, config.image_conv_impl)
   if config.speech_tokenizer:
     speech = PortSpeechEncoder(config.speech_tokenizer, config.speech_batch_size,
                                pad_multiple=config.speech_pad_multiple)

@@ -31,6 +31,7 @@ import time
 from tqdm import tqdm
 
 from mio_jax import storage
+from mio_jax.config.keys import ConfigError
 from mio_jax.config.tokenize_job import check_tokenize_config_keys
 from mio_jax.tokenize import build, encoders, manifests, media, plan as plan_lib, quarantine
 
@@ -41,10 +42,36 @@ COMMIT_STEPS = ("quarantine_committed", "shard_half_written", "shard_tmp_written
 
 
 def media_config(config, image_encoder) -> media.MediaConfig:
+  """config.media with the image tokenizer's side and resize policy, and its video defaults where
+  the config says "auto" (pair_video_mode) or 0 (num_frames): VQGAN 4 segment centres, SEED-2 MIO's
+  extract_frames rule with 10 (encoders.VQGAN_VIDEO / SEED2_VIDEO)."""
   values = dict(config.media)  # its keys checked by check_tokenize_config_keys
+  video = getattr(image_encoder, "video_defaults", encoders.VQGAN_VIDEO)
+  if values.get("pair_video_mode") == "auto":
+    values["pair_video_mode"] = video["pair_video_mode"]
+  if values.get("num_frames") == 0:
+    values["num_frames"] = video["num_frames"]
   if image_encoder is not None:
     values["image_size"] = image_encoder.image_size
+    values["image_resize"] = getattr(image_encoder, "image_resize", "center_crop")
+  for key in ("pair_video_mode", "interleaved_video_mode"):
+    if values.get(key, "uniform") not in media.VIDEO_MODES:
+      raise ConfigError(f"config.media.{key}={values[key]!r} is not one of "
+                        f"{', '.join(('auto',) + media.VIDEO_MODES)}")
+  if values.get("num_frames", 1) < 1:
+    raise ConfigError(f"config.media.num_frames={values['num_frames']} must be 0 (the image "
+                      "tokenizer's) or a frame count")
   return media.MediaConfig(**values)
+
+
+def plan_settings(config, cfg: media.MediaConfig) -> dict:
+  """The config that changes shard contents, as plan.json records it. The default image_resize is
+  left out so plans written before the key existed (VQGAN jobs) still match on a rerun."""
+  recorded = dataclasses.asdict(cfg)
+  if recorded["image_resize"] == "center_crop":
+    del recorded["image_resize"]
+  return {"media": recorded, "speech_pad_multiple": config.speech_pad_multiple,
+          "image_tokenizer": config.image_tokenizer, "speech_tokenizer": config.speech_tokenizer}
 
 
 def process_split(config) -> tuple[int, int]:
@@ -123,8 +150,9 @@ def commit_shard(out: str, plan, shard: int, samples, quarantined, n_run: int, o
   return rec
 
 
-def finalize(out: str, plan) -> dict | None:
-  """Merge index and quarantine once every shard is committed; None while some are missing."""
+def finalize(out: str, plan, image_codes: dict | None = None) -> dict | None:
+  """Merge index and quarantine once every shard is committed; None while some are missing.
+  image_codes (encoders.image_code_record) goes into index.json for training's config check."""
   root = storage.as_path(out)
   recs = []
   for shard in range(plan.num_shards):
@@ -141,7 +169,8 @@ def finalize(out: str, plan) -> dict | None:
   for shard in range(plan.num_shards):
     rows += quarantine.read_jsonl(root / "quarantine" / f"shard-{shard:05d}.jsonl")
   quarantine.atomic_write_jsonl(root / "quarantine.jsonl", rows)
-  index = {"num_samples": read, "written": written, "quarantined": held, "shards": recs}
+  index = {"num_samples": read, "written": written, "quarantined": held, "shards": recs,
+           "image_codes": image_codes}
   storage.atomic_write_text(root / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
   return {"read": read, "written": written, "quarantined": held,
           "reasons": dict(collections.Counter(r["category"] for r in rows).most_common())}
@@ -179,9 +208,7 @@ def run(config, encoder_pair=None, on_event=None) -> dict:
   samples = manifests.read_inputs(config.input, config.tfds_data_dir or None)
   image_encoder, speech_encoder = encoder_pair or encoders.build_encoders(config)
   cfg = media_config(config, image_encoder)
-  settings = {"media": dataclasses.asdict(cfg), "speech_pad_multiple": config.speech_pad_multiple,
-              "image_tokenizer": config.image_tokenizer, "speech_tokenizer": config.speech_tokenizer}
-  plan = plan_lib.make_plan(samples, config.shard_size, settings)
+  plan = plan_lib.make_plan(samples, config.shard_size, plan_settings(config, cfg))
   out = storage.as_str(config.output_dir)
   for sub in ("shards", "quarantine", "index"):
     (storage.as_path(out) / sub).mkdir(parents=True, exist_ok=True)
@@ -231,7 +258,7 @@ def run(config, encoder_pair=None, on_event=None) -> dict:
              "read_this_run": stats["read"], "written_this_run": stats["written"],
              "quarantined_this_run": stats["quarantined"], "seconds": round(seconds, 2),
              "samples_per_s": round(stats["read"] / seconds, 2) if seconds else 0.0}
-  job = finalize(out, plan)
+  job = finalize(out, plan, encoders.image_code_record(image_encoder))
   if job is not None:
     summary["job"] = job
   return summary

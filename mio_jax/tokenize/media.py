@@ -1,8 +1,11 @@
 """Decode a RawSample's media, apply MIO's filters, and bring media to the encoders' input form.
 
-Images: Pillow, RGB, shorter side resized to the encoder size (bicubic), centre crop.
+Images: Pillow, RGB, then the image tokenizer's policy (MediaConfig.image_resize): shorter side resized
+to the encoder size (bicubic) and centre crop (VQGAN), or a squash resize to S x S (SEED-Tokenizer-2:
+MIO's clip_transform, PIL bilinear).
 Speech: soundfile, mixed to mono, resampled to 16 kHz with soxr (or refused when resampling is off).
-Video: PyAV, frames chosen uniformly (video-text pairs) or by scene change (interleaved video).
+Video: PyAV, frames chosen uniformly (video-text pairs: segment centres, or MIO's extract_frames rule
+"mio_uniform") or by scene change (interleaved video).
 Every failure raises MediaError with one line naming the file and the reason; the job quarantines it.
 """
 
@@ -29,9 +32,16 @@ class MediaError(Exception):
     self.category = category or message
 
 
+# PIL filters of the squash resizes (SEED's config resize_method "linear" / "cubic").
+_SQUASH_FILTERS = {"squash_bilinear": Image.Resampling.BILINEAR, "squash_bicubic": Image.Resampling.BICUBIC}
+IMAGE_RESIZES = ("center_crop",) + tuple(_SQUASH_FILTERS)
+VIDEO_MODES = ("uniform", "mio_uniform", "keyframes")
+
+
 @dataclasses.dataclass(frozen=True)
 class MediaConfig:
   image_size: int = 256  # the image encoder's input side
+  image_resize: str = "center_crop"  # one of IMAGE_RESIZES; set by the image tokenizer
   image_min_side: int = 224  # MIO: images under 224x224 are dropped
   image_max_aspect: float = 2.0  # MIO: aspect ratio over 2:1 is dropped
   video_min_side: int = 224
@@ -41,9 +51,10 @@ class MediaConfig:
   min_input_rate: int = 8000  # rates outside [min, max] are refused even with resampling on
   max_input_rate: int = 192000
   speech_max_s: float = 15.0  # MIO: clips over 15 s are dropped
-  pair_video_mode: str = "uniform"  # video_text samples
+  pair_video_mode: str = "uniform"  # video_text samples: one of VIDEO_MODES
   interleaved_video_mode: str = "keyframes"  # video parts of interleaved docs and conversations
-  num_frames: int = 4  # uniform sampling: frames per video-text pair (MIO: 4-8)
+  num_frames: int = 4  # uniform: frames per video-text pair (MIO: 4-8); mio_uniform: every
+  # (declared frame count // num_frames)-th frame, as MIO's extract_frames with 10 ("~10 frames")
   max_keyframes: int = 8
   scene_threshold: float = 30.0  # mean absolute difference (0-255) of 32x32 grey thumbnails
 
@@ -66,6 +77,15 @@ def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
   return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def to_encoder_input(img: Image.Image, cfg: MediaConfig) -> np.ndarray:
+  """uint8 [S, S, 3] by cfg.image_resize. The squash resizes are MIO's clip_transform.yaml
+  (transforms.Resize((S, S)) on a PIL image: PIL's filter, aspect ratio not kept, no crop)."""
+  if cfg.image_resize == "center_crop":
+    return resize_center_crop(img, cfg.image_size)
+  size = (cfg.image_size, cfg.image_size)
+  return np.asarray(img.resize(size, _SQUASH_FILTERS[cfg.image_resize]), dtype=np.uint8)
+
+
 def _where(part: dict) -> str:
   return part.get("path") or ("<bytes>" if "data" in part else "<array>")
 
@@ -84,7 +104,7 @@ def load_image(part: dict, cfg: MediaConfig) -> np.ndarray:
   except Exception as e:  # Pillow raises several types for corrupt data
     raise MediaError(f"unreadable image {_where(part)}: {e}", "unreadable image") from None
   _check_frame_size(*img.size, cfg.image_min_side, cfg.image_max_aspect, "image", _where(part))
-  return resize_center_crop(img, cfg.image_size)
+  return to_encoder_input(img, cfg)
 
 
 def load_speech(part: dict, cfg: MediaConfig) -> np.ndarray:
@@ -127,6 +147,12 @@ def uniform_indices(n_total: int, n: int) -> np.ndarray:
   if n_total <= n:
     return np.arange(n_total)
   return ((np.arange(n) + 0.5) * n_total / n).astype(np.int64)
+
+
+def mio_uniform_indices(n_total: int, n: int) -> np.ndarray:
+  """MIO's extract_frames(force_uniform=True) (utils.py): every max(1, n_total // n)-th frame from
+  frame 0: n to 2n - 1 frames, or every frame of a video under 2n frames ("~10" with n = 10)."""
+  return np.arange(0, n_total, max(1, n_total // n), dtype=np.int64)
 
 
 def select_keyframes(cuts: np.ndarray, strength: np.ndarray, max_keyframes: int) -> np.ndarray:
@@ -183,6 +209,19 @@ def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
     idx = uniform_indices(n, cfg.num_frames)
     if not set(idx.tolist()) <= set(kept):  # the container's frame count was wrong: decode again
       n, kept, first = _decode_frames(path, lambda i, _, w=set(idx.tolist()): i in w, data)
+  elif mode == "mio_uniform":
+    # MIO reads the interval off the container's frame count (cv2 CAP_PROP_FRAME_COUNT) and keeps
+    # every decoded frame at a multiple of it; without a declared count, the decoded one.
+    try:
+      with av.open(path if data is None else io.BytesIO(data)) as container:
+        declared = container.streams.video[0].frames if container.streams.video else 0
+    except Exception as e:
+      raise MediaError(f"unreadable video {path}: {e}", "unreadable video") from None
+    if not declared:
+      declared = _decode_frames(path, lambda i, _: False, data)[0]
+    interval = max(1, declared // cfg.num_frames)
+    n, kept, first = _decode_frames(path, lambda i, _: i % interval == 0, data)
+    idx = np.array(sorted(kept), np.int64)
   elif mode == "keyframes":
     prev, scores = [None], {}
 
@@ -202,7 +241,7 @@ def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
     raise MediaError(f"unknown video sampling mode {mode!r} (config keys media.pair_video_mode, "
                      "media.interleaved_video_mode)")
   _check_frame_size(*first.size, cfg.video_min_side, cfg.video_max_aspect, "video", path)
-  return np.stack([resize_center_crop(kept[int(i)].convert("RGB"), cfg.image_size) for i in idx])
+  return np.stack([to_encoder_input(kept[int(i)].convert("RGB"), cfg) for i in idx])
 
 
 def read_sidecar(path: str) -> str:

@@ -8,6 +8,7 @@ trained ones (`trained_tiny_*_dir`) are committed under data/tokenizers/: their 
 and what is said, which the demo's learning evidence needs.
 
   python -m mio_jax.tokenize.tiny_tokenizers OUT_DIR   -> OUT_DIR/speechtokenizer, OUT_DIR/vqgan
+  (make_tiny_seed: a SEED-Tokenizer-2 folder, for `--config.image_tokenizer` tests)
 """
 
 import os
@@ -31,6 +32,39 @@ def make_tiny_vqgan(out_dir: str, seed: int = 0) -> str:
   cfg = tiny_config(ch=4)
   model = VQGAN(cfg, rngs=nnx.Rngs(seed))  # the port's own random initialisation
   return params_io.save_model(model, cfg, out_dir)
+
+
+def make_tiny_seed(out_dir: str, seed: int = 0) -> str:
+  """A random-weight SEED-Tokenizer-2 folder in the converter's format: the released interface (32
+  causal queries, 8192 x 32 codebook, CLIP squash resize) at 56 px with a few channels. The port
+  initialises the codebook to zeros; here it is drawn around the quantizer's inputs on random
+  images, so codes vary with the image and the query."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  from tokenizers_port import flax_params
+  from tokenizers_port.seed.config import SeedConfig, save_config
+  from tokenizers_port.seed.model import SeedTokenizerModel
+
+  cfg = SeedConfig(image_size=56, vit_width=32, vit_depth=2, vit_heads=2, vit_mlp_dim=64,
+                   qformer_hidden=32, qformer_layers=2, qformer_heads=2, qformer_intermediate=64,
+                   cross_attention_layers=(0,), image_blocks=1, image_block_heads=2,
+                   image_block_mlp_dim=64, unclip_dim=64)
+  model = SeedTokenizerModel(cfg, rngs=nnx.Rngs(seed))
+  rng = np.random.default_rng(seed)
+  for _, param in nnx.iter_graph(model):  # zero-init query tokens and positions make every query alike
+    if isinstance(param, nnx.Param) and np.ptp(np.asarray(param[...])) == 0:
+      param[...] = param[...] + jnp.asarray(rng.normal(0, 0.5, param[...].shape), param[...].dtype)
+  x = jax.random.normal(jax.random.key(seed), (4, cfg.image_size, cfg.image_size, 3))
+  z = np.asarray(model.latents(x)).reshape(-1, cfg.code_dim)
+  centres = z[rng.integers(0, len(z), cfg.n_embed)]
+  model.codebook[...] = jnp.asarray(centres + rng.normal(0, 1, centres.shape) * z.std(axis=0),
+                                    jnp.float32)
+  os.makedirs(out_dir, exist_ok=True)
+  flax_params.save_params(flax_params.model_params(model), out_dir)
+  save_config(cfg, out_dir)
+  return out_dir
 
 
 def _committed(name: str, module: str) -> str:

@@ -2,10 +2,11 @@
 (or the next stage) rebuilds the network without the original config file.
 
     WORKDIR/model_config.json   {"model": {...ModelConfig fields}, "vocab": {...config.vocab},
-                                 "data": {"template_set": ...}}
+                                 "data": {"template_set": ..., "image_tokens": ...}}
 
 The template set is recorded so evaluation and generation prompt a checkpoint in the wording it
-trained on (`run_template_set`).
+trained on (`run_template_set`), the image block length so generation makes blocks of the
+tokenizer it trained on (`run_image_tokens`: 256 VQGAN f16, 32 SEED-Tokenizer-2).
 
 WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once at start
 (`save_run_config(workdir, config)`); the export, the import and generation find it with
@@ -44,12 +45,19 @@ def run_config_dict(config) -> dict:
   data = config.get("data") if hasattr(config, "get") else None
   if data is not None and "template_set" in data:
     out["data"] = {"template_set": data["template_set"]}
+    if "image_tokens" in data:
+      out["data"]["image_tokens"] = int(data["image_tokens"])
   return out
 
 
 def run_template_set(run: dict | None) -> str:
   """The template set a run trained with; runs recorded before the key existed used the paper's."""
   return ((run or {}).get("data") or {}).get("template_set", "paper")
+
+
+def run_image_tokens(run: dict | None) -> int:
+  """Codes per image block a run trained with; runs recorded before the key existed: 256 (VQGAN)."""
+  return int(((run or {}).get("data") or {}).get("image_tokens", 256))
 
 
 def save_run_config(workdir: str, config) -> str:

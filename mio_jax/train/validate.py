@@ -11,6 +11,7 @@ from typing import Sequence
 from mio_jax import storage
 from mio_jax.config.keys import ConfigError
 from mio_jax.config.training import check_config_keys
+from mio_jax.data import job_index
 from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
@@ -46,6 +47,13 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
         + (f" x grad_accum_steps {accum}" if accum > 1 else ""))
   if data.seq_len < 2:
     raise ConfigError(f"config.data.seq_len={data.seq_len} must be at least 2")
+  if data.image_tokens < 1:
+    raise ConfigError(f"config.data.image_tokens={data.image_tokens} must be at least 1")
+  try:
+    patterns = job_index.shard_patterns(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  job_index.check_image_codes(data, config.vocab, patterns)  # the shards' tokenizer vs the config
 
   if m.attention_impl == "cudnn":  # kept for inference on unpacked rows (mio_jax/kernels/cudnn.py)
     raise ConfigError("config.model.attention_impl='cudnn' cannot train: cuDNN cannot apply packed "

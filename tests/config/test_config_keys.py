@@ -160,7 +160,8 @@ def test_tokenize_config_unknown_and_missing_keys():
   check_tokenize_config_keys(c)
   c.media.image_size = 128  # optional: the image tokenizer's side replaces it
   check_tokenize_config_keys(c)
-  assert {f.name for f in dataclasses.fields(MediaConfig)} == set(c.media.keys())
+  # image_resize, like image_size, is the image tokenizer's (optional, absent from the preset)
+  assert {f.name for f in dataclasses.fields(MediaConfig)} == set(c.media.keys()) | {"image_resize"}
   c.media.num_frame = 4
   assert one_line_error(check_tokenize_config_keys, c) == (
       "config.media.num_frame is not a known key (did you mean config.media.num_frames?)")
