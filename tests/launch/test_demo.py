@@ -1,6 +1,6 @@
 """`make demo`, shortened (3 steps per stage), end to end: every artefact exists and is valid.
 
-The demo runs in a subprocess, as `make demo` runs it (it sets its own 8 host devices). Checked:
+The demo runs in a subprocess, as `make demo` runs it (it sets its own device count). Checked:
 token shards and their accounting, the held-out split, four stage runs chained by init_from, the
 learning-evidence table, the stage-4 task metrics, the Hugging Face export (transformers loads it and its logits equal ours),
 and the generated media (the PNG decodes to the VQGAN's image size, the WAV has 16 kHz and the
