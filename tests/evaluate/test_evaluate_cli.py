@@ -52,6 +52,7 @@ def run_dir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # greedy captions and transcripts (~6 s); test_task_metrics covers the numbers
 def test_cli_prints_the_table_and_writes_the_report(heldout, run_dir, tmp_path, capsys):
   from mio_jax.evaluate.tasks import read_samples
 

@@ -21,6 +21,10 @@ from mio_jax.data.shards import ShardReader
 from mio_jax.tokenize import job
 import tokenize_helpers as helpers
 
+# The job's fixture compiles the tiny SEED encoder and decodes a video (~25 s on 2 cores): the cases
+# that read its output are in the slow set; the one-line config errors stay in the default run.
+_JOB = pytest.mark.slow
+
 VIDEO_FRAMES = 25  # MIO: interval 25 // 10 = 2 -> frames 0, 2, ..., 24
 VIDEO_KEPT = list(range(0, 25, 2))
 
@@ -78,6 +82,7 @@ def _oracle(seed_dir, pixels: list[np.ndarray]) -> np.ndarray:
   return np.concatenate([np.asarray(tok.encode(r[None])) for r in resized])  # one image at a time
 
 
+@_JOB
 def test_image_codes_equal_the_port_encoding_each_image_alone(tokenized):
   images = [s for s in tokenized["samples"] if s.kind == "image_text"]
   assert [s.source.rsplit(":", 1)[-1] for s in images] == ["1", "2", "4"]  # row 3 quarantined
@@ -89,6 +94,7 @@ def test_image_codes_equal_the_port_encoding_each_image_alone(tokenized):
   assert len(np.unique(want)) > 20  # the codes depend on the image and the query
 
 
+@_JOB
 def test_small_image_is_quarantined_with_its_reason(tokenized):
   rows = [json.loads(line) for line in open(tokenized["root"] / "out" / "quarantine.jsonl")]
   assert len(rows) == 1
@@ -98,6 +104,7 @@ def test_small_image_is_quarantined_with_its_reason(tokenized):
                                          "reasons": {"image under 224x224": 1}}
 
 
+@_JOB
 def test_video_takes_mio_extract_frames_indices(tokenized):
   video = next(s for s in tokenized["samples"] if s.kind == "video_text")
   codes = next(p["codes"] for p in video.parts if p["type"] == "video")
@@ -108,6 +115,7 @@ def test_video_takes_mio_extract_frames_indices(tokenized):
   np.testing.assert_array_equal(codes[:, 0], _oracle(tokenized["seed"], [frames[i] for i in VIDEO_KEPT]))
 
 
+@_JOB
 def test_index_records_the_tokenizer_and_plan_the_squash_resize(tokenized):
   out = tokenized["root"] / "out"
   index = json.loads((out / "index.json").read_text())
@@ -143,6 +151,7 @@ def _training_config(out, image_tokens=32):
   return c
 
 
+@_JOB
 def test_training_config_checked_against_the_shards(tokenized):
   import jax
   from mio_jax.train.validate import validate
@@ -157,6 +166,7 @@ def test_training_config_checked_against_the_shards(tokenized):
     validate(c, jax.devices())
 
 
+@_JOB
 def test_packed_rows_hold_32_code_image_blocks(tokenized):
   from mio_jax.data import pipeline
   from mio_jax.train.code_order import training_vocab
