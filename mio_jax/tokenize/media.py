@@ -193,17 +193,22 @@ def _decode_frames(path: str, keep, data: bytes | None = None) -> tuple[int, dic
   return n, kept, first
 
 
+def _declared_frame_count(path: str, data: bytes | None) -> int:
+  """The container's frame count (0: not declared), as cv2's CAP_PROP_FRAME_COUNT reads it."""
+  try:
+    with av.open(path if data is None else io.BytesIO(data)) as container:
+      return container.streams.video[0].frames if container.streams.video else 0
+  except Exception as e:
+    raise MediaError(f"unreadable video {path}: {e}", "unreadable video") from None
+
+
 def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
   """-> uint8 [F, S, S, 3] sampled frames."""
   path, data = part["path"], part.get("data")
   if data is None and not os.path.exists(path):
     raise MediaError(f"video file missing: {path}", "missing file")
   if mode == "uniform":
-    try:
-      with av.open(path if data is None else io.BytesIO(data)) as container:
-        declared = container.streams.video[0].frames if container.streams.video else 0
-    except Exception as e:
-      raise MediaError(f"unreadable video {path}: {e}", "unreadable video") from None
+    declared = _declared_frame_count(path, data)
     wanted = set(uniform_indices(declared, cfg.num_frames).tolist()) if declared else None
     n, kept, first = _decode_frames(path, lambda i, _: wanted is None or i in wanted, data)
     idx = uniform_indices(n, cfg.num_frames)
@@ -212,11 +217,7 @@ def load_video(part: dict, mode: str, cfg: MediaConfig) -> np.ndarray:
   elif mode == "mio_uniform":
     # MIO reads the interval off the container's frame count (cv2 CAP_PROP_FRAME_COUNT) and keeps
     # every decoded frame at a multiple of it; without a declared count, the decoded one.
-    try:
-      with av.open(path if data is None else io.BytesIO(data)) as container:
-        declared = container.streams.video[0].frames if container.streams.video else 0
-    except Exception as e:
-      raise MediaError(f"unreadable video {path}: {e}", "unreadable video") from None
+    declared = _declared_frame_count(path, data)
     if not declared:
       declared = _decode_frames(path, lambda i, _: False, data)[0]
     interval = max(1, declared // cfg.num_frames)
