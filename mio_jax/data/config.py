@@ -7,8 +7,17 @@ in mio_jax/config/training.py (DataSection).
 from __future__ import annotations
 
 import logging
+import os
 
+from mio_jax import storage
 from mio_jax.data.shards import KINDS
+
+
+def under_data_dir(data_cfg, pattern: str) -> str:
+  """A shard glob made absolute: relative ones are under data_cfg.data_dir."""
+  if os.path.isabs(pattern) or storage.is_remote(pattern):
+    return pattern
+  return os.path.join(data_cfg.data_dir, pattern)
 
 
 def source_shards(data_cfg, name: str) -> tuple[str, tuple[str, ...]]:

@@ -14,7 +14,7 @@ import os
 
 from mio_jax import storage
 from mio_jax.config.keys import ConfigError
-from mio_jax.data.config import source_shards
+from mio_jax.data.config import source_shards, under_data_dir
 
 INDEX_FILE = "index.json"
 
@@ -53,13 +53,12 @@ def check_image_codes(data_cfg, vocab_cfg, patterns: dict[str, str]) -> None:
 
 def shard_patterns(config) -> dict[str, str]:
   """The shard globs a training config reads (absolute), keyed by the config key naming them."""
-  from mio_jax.data.pipeline import _under_data_dir
   data, out = config.data, {}
   if data.source == "shards" or data.mixed_shards:
     for name in sorted(data.sources):
       if data.sources[name].weight > 0:
         key = "config.data.mixed_shards" if data.mixed_shards else f"config.data.sources.{name}.shards"
-        out[key] = _under_data_dir(data, source_shards(data, name)[0])
+        out[key] = under_data_dir(data, source_shards(data, name)[0])
   if config.eval.mixed_shards:
-    out["config.eval.mixed_shards"] = _under_data_dir(data, config.eval.mixed_shards)
+    out["config.eval.mixed_shards"] = under_data_dir(data, config.eval.mixed_shards)
   return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import grain
 import numpy as np
@@ -22,7 +21,7 @@ from absl import flags
 
 from mio_jax import storage
 from mio_jax.data import kinds_index, packing, shards
-from mio_jax.data.config import source_shards
+from mio_jax.data.config import source_shards, under_data_dir
 from mio_jax.data.templates import TemplateOptions, build_tokens
 from mio_jax.parallel.batch_split import BatchShard
 from mio_jax.vocab import Vocabulary
@@ -122,17 +121,10 @@ class ShardSource:
       raise
 
 
-def _under_data_dir(data_cfg, pattern: str) -> str:
-  """A shard glob made absolute: relative ones are under data_cfg.data_dir."""
-  if os.path.isabs(pattern) or storage.is_remote(pattern):
-    return pattern
-  return os.path.join(data_cfg.data_dir, pattern)
-
-
 def _shard_files(data_cfg, pattern: str, key: str) -> list[str]:
   """The shard files `pattern` matches, sorted (kinds index files beside them are not shards);
   none is an error naming config `key`."""
-  full = _under_data_dir(data_cfg, pattern)
+  full = under_data_dir(data_cfg, pattern)
   # local or gs:// (ArrayRecord reads gs:// itself)
   paths = [p for p in storage.glob(full) if not p.endswith(kinds_index.SUFFIX)]
   if not paths:
@@ -142,7 +134,7 @@ def _shard_files(data_cfg, pattern: str, key: str) -> list[str]:
 
 def shards_glob(data_cfg, name: str) -> str:
   """Source `name`'s glob made absolute (relative ones are under data_cfg.data_dir)."""
-  return _under_data_dir(data_cfg, source_shards(data_cfg, name)[0])
+  return under_data_dir(data_cfg, source_shards(data_cfg, name)[0])
 
 
 def resolve_shards(data_cfg, name: str) -> list[str]:
