@@ -44,7 +44,6 @@ FLAGS = flags.FLAGS
 
 def jax_runner(cpu_tuned_matmuls=None):
   import jax
-  import jax.numpy as jnp
   import ml_collections
   from jax.sharding import NamedSharding
 

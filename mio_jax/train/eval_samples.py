@@ -29,7 +29,7 @@ from flax import nnx
 
 from mio_jax.data.pipeline import heldout_paths
 from mio_jax.data.templates import DEFAULT_TEMPLATE_SET, TemplateOptions, build_tokens, media_and_text
-from mio_jax.evaluate.pairing import MEDIA, text_of
+from mio_jax.evaluate.pairing import text_of
 from mio_jax.evaluate.tasks import prompt_and_reference
 from mio_jax.generate.constraints import Layout
 from mio_jax.generate.decode import Settings, generate, left_padded
