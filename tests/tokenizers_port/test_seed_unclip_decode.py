@@ -75,6 +75,11 @@ def tiny_unclip_pipeline(d, embed_dim: int):
       vae=vae)
 
 
+# The tiny pipeline and SEED folder take ~8 s to build on 2 cores: the cases that use them are in the
+# slow set (the decode extra is optional); the folder check stays in the default run.
+_PIPELINE = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   d = tmp_path_factory.mktemp("unclip")
@@ -98,6 +103,7 @@ def _direct(pipe, tok, codes, guidance_scale, noise_level, seed):
   return np.stack([np.asarray(im) for im in images])
 
 
+@_PIPELINE
 def test_decode_codes_matches_the_pipeline_called_directly(setup):
   tok, pipe = setup["tok"], setup["pipe"]
   pipe.set_progress_bar_config(disable=True)
@@ -113,6 +119,7 @@ def test_decode_codes_matches_the_pipeline_called_directly(setup):
   assert not np.array_equal(other, got)
 
 
+@_PIPELINE
 def test_loaded_from_disk_without_the_image_encoder(setup, tmp_path):
   """save_pretrained -> load_unclip_pipeline (the real loading path; the image encoder folder is
   removed, as a user may leave it out) decodes what the in-memory pipeline does."""
@@ -128,6 +135,7 @@ def test_loaded_from_disk_without_the_image_encoder(setup, tmp_path):
                                                            num_inference_steps=STEPS), want)
 
 
+@_PIPELINE
 def test_cli_writes_pngs(setup, tmp_path):
   from PIL import Image
   np.save(tmp_path / "codes.npy", _codes(1, seed=2)[0])  # one image: [32]
@@ -144,6 +152,7 @@ def test_cli_writes_pngs(setup, tmp_path):
     (np.full((1, 32), 8192), r"codes must lie in \[0, 8192\)"),
     (np.full((1, 32), -1), r"codes must lie in \[0, 8192\)"),
 ])
+@_PIPELINE
 def test_bad_codes_are_one_line_errors(setup, codes, message):
   with pytest.raises(ValueError, match=message) as e:
     unclip_decode.decode_codes(setup["tok"], setup["pipe"], codes)
