@@ -2,9 +2,12 @@
 timed under the protocol, and the Flax codes agree with the PyTorch reference's on the timed
 images (the reference is the oracle; a mismatch can only be a near tie)."""
 
+import pytest
+
 from benchmarks import seed_encode
 
 
+@pytest.mark.slow  # builds, converts and times both sides (~9 s with torch's import); test_seed_convert stays
 def test_reduced_config_runs_and_codes_agree_with_reference(capsys):
   result = seed_encode.main(["--config=reduced", "--batch=4", "--rounds=2"])
   out = capsys.readouterr().out
