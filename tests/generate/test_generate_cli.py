@@ -95,6 +95,7 @@ def test_cli_entry_point_runs_and_reports_bad_input(run_dir, tmp_path):
   assert bad.returncode != 0 and "--image_codes=" in bad.stderr
 
 
+@pytest.mark.slow  # a beam compile; CLI-equals-library stays
 def test_cli_beam_search_equals_library(run_dir, tmp_path):
   from mio_jax.generate.beam import beam_search
   workdir, model, vocab = run_dir
@@ -108,6 +109,7 @@ def test_cli_beam_search_equals_library(run_dir, tmp_path):
   np.testing.assert_array_equal(result["ids"], np.asarray(best))
 
 
+@pytest.mark.slow  # a beam compile; CLI-equals-library stays
 def test_cli_task_speech_generation_beams_into_a_speech_block(run_dir, tmp_path):
   # MIO's speech generation: 5 beams, repetition penalty 2.0 (infer.py); the beams keep the layout.
   from mio_jax.generate.beam import beam_search

@@ -135,6 +135,7 @@ def test_run_config_round_trips_on_gs(gs_dir):
   assert find_run_config(gs_dir + "/elsewhere/checkpoints/7/params") is None
 
 
+@pytest.mark.slow  # an export through the emulator; the gs:// job and reads stay
 def test_export_from_gs_checkpoint_to_gs_matches_local_export(gs_dir, tmp_path):
   import sys
   sys.path.insert(0, os.path.join(ROOT, "tests", "export"))

@@ -96,6 +96,7 @@ def test_chunked_loss_lowers_the_temporaries(tmp_path):
   assert saved > 8 * 512 * 76800 * 4 // 4, saved
 
 
+@pytest.mark.slow  # a compile; the fails-before-compiling check stays
 @needs_libtpu
 def test_out_of_memory_is_one_line_and_fails():
   proc = _run(*SMALL, "--topology=v5e-4", "--config.data.global_batch=1024", "--config.model.remat_policy=none")
