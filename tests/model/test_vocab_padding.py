@@ -62,6 +62,7 @@ def _batch(rng, batch=2, length=12):
           "loss_mask": jnp.ones((batch, length), jnp.float32)}
 
 
+@pytest.mark.slow  # two models' gradients; the mask cases stay
 def test_logits_mask_and_loss_and_gradients_equal_the_unpadded_model():
   padded, plain = _padded_and_plain_params()
   batch = _batch(np.random.default_rng(0))
@@ -94,7 +95,7 @@ def test_mask_with_offset_masks_only_ids_past_used():
   assert (np.asarray(out[0]) == 0).tolist() == [True] * 5 + [False] * 3
 
 
-@pytest.mark.slow  # sampling and beam compiles; the logits mask stays
+@pytest.mark.slow  # sampling and beam compiles; the pairing and mask cases stay
 def test_sampling_and_beam_search_never_pick_a_padded_id():
   padded, plain = _padded_and_plain_params(seed=3)
   model, plain_model = _model(PADDED, padded), _model(PLAIN, plain)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from mio_jax.model.transformer import ModelConfig, Transformer
@@ -35,6 +36,7 @@ def _step(accum):
   return step(state, batch(8))
 
 
+@pytest.mark.slow  # two train-step compiles
 def test_gradient_accumulation_matches_one_big_batch():
   (s1, m1), (s2, m2) = _step(1), _step(4)
   np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
