@@ -37,17 +37,19 @@ def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Trans
   return nnx.merge(graphdef, state), vocab
 
 
-def checkpoint_template_set(checkpoint: str) -> str:
-  """The template set (config.data.template_set) the checkpoint's run trained with."""
+def _checkpoint_run_config(checkpoint: str) -> dict | None:
+  """model_config.json of the run the checkpoint belongs to (None: none recorded)."""
   try:
-    return run_template_set(find_run_config(resolve_params_dir(checkpoint)))
+    return find_run_config(resolve_params_dir(checkpoint))
   except FileNotFoundError:
     raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None
+
+
+def checkpoint_template_set(checkpoint: str) -> str:
+  """The template set (config.data.template_set) the checkpoint's run trained with."""
+  return run_template_set(_checkpoint_run_config(checkpoint))
 
 
 def checkpoint_image_tokens(checkpoint: str) -> int:
   """Codes per image block (config.data.image_tokens) the checkpoint's run trained with."""
-  try:
-    return run_image_tokens(find_run_config(resolve_params_dir(checkpoint)))
-  except FileNotFoundError:
-    raise FileNotFoundError(f"--checkpoint={checkpoint}: no checkpoint with a params item found there") from None
+  return run_image_tokens(_checkpoint_run_config(checkpoint))
