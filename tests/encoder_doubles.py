@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mio_jax.tokenize import encoders
 from mio_jax.tokenize.encoders import local_mesh
 
 # What the job's plan records as the tokenizers when the doubles encode (config keys image_tokenizer /
@@ -25,9 +26,12 @@ def local_batch_sharding(batch_size: int) -> NamedSharding:
 
 class BlockQuantImageEncoder:
   """Mean colour of each f x f block, 4 levels per channel -> code r*16 + g*4 + b."""
+  kind, codebook_size = "block_quant_double", 64
+  image_resize, video_defaults = "center_crop", encoders.VQGAN_VIDEO
 
   def __init__(self, batch_size: int, image_size: int = 256, factor: int = 16):
     self.image_size, self.grid, self.factor = image_size, image_size // factor, factor
+    self.codes_per_image = self.grid * self.grid
     self.sharding = local_batch_sharding(batch_size)
     self._fn = jax.jit(self.codes_of)
 

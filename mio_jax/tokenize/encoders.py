@@ -27,8 +27,14 @@ from mio_jax.config.keys import ConfigError
 
 
 class ImageEncoder(Protocol):
-  image_size: int
-  grid: int
+  """What the job needs of an image tokenizer: its codes, what index.json records of it, and its
+  media policy (the adapters below; the tests' doubles declare the same)."""
+  kind: str  # recorded as index.json's "tokenizer"
+  image_size: int  # images reach encode_batch as S x S
+  codes_per_image: int
+  codebook_size: int
+  image_resize: str  # media.MediaConfig.image_resize: how an image becomes S x S
+  video_defaults: dict  # pair_video_mode / num_frames where the config says "auto" / 0
 
   def encode_batch(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -111,15 +117,13 @@ class PortSeedEncoder:
     return codes.reshape(len(images), 1, self.codes_per_image)
 
 
-def image_code_record(encoder) -> dict | None:
+def image_code_record(encoder: ImageEncoder | None) -> dict | None:
   """{"tokenizer", "codes_per_image", "codebook_size"} of an image encoder (None for none), as the
-  job records it in index.json; test doubles without these attributes record what they can."""
+  job records it in index.json."""
   if encoder is None:
     return None
-  grid = getattr(encoder, "grid", None)
-  return {"tokenizer": getattr(encoder, "kind", type(encoder).__name__),
-          "codes_per_image": getattr(encoder, "codes_per_image", grid * grid if grid else None),
-          "codebook_size": getattr(encoder, "codebook_size", None)}
+  return {"tokenizer": encoder.kind, "codes_per_image": encoder.codes_per_image,
+          "codebook_size": encoder.codebook_size}
 
 
 class PortSpeechEncoder:

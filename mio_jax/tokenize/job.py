@@ -46,14 +46,14 @@ def media_config(config, image_encoder) -> media.MediaConfig:
   the config says "auto" (pair_video_mode) or 0 (num_frames): VQGAN 4 segment centres, SEED-2 MIO's
   extract_frames rule with 10 (encoders.VQGAN_VIDEO / SEED2_VIDEO)."""
   values = dict(config.media)  # its keys checked by check_tokenize_config_keys
-  video = getattr(image_encoder, "video_defaults", encoders.VQGAN_VIDEO)
+  video = image_encoder.video_defaults if image_encoder is not None else encoders.VQGAN_VIDEO
   if values.get("pair_video_mode") == "auto":
     values["pair_video_mode"] = video["pair_video_mode"]
   if values.get("num_frames") == 0:
     values["num_frames"] = video["num_frames"]
   if image_encoder is not None:
     values["image_size"] = image_encoder.image_size
-    values["image_resize"] = getattr(image_encoder, "image_resize", "center_crop")
+    values["image_resize"] = image_encoder.image_resize
   for key in ("pair_video_mode", "interleaved_video_mode"):
     if values.get(key, "uniform") not in media.VIDEO_MODES:
       raise ConfigError(f"config.media.{key}={values[key]!r} is not one of "
