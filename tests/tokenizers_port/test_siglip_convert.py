@@ -16,55 +16,14 @@ import pytest
 
 from big_vision_reference import utils as bv_utils  # tests/tokenizers_port/big_vision_reference
 from big_vision_reference import vit as bv_vit
+from siglip_oracles import (OFFICIAL_HF, bv_model, bv_random_params, hf_outputs, hf_pixels,
+                            hf_vision_config, native_photos, perturb_torch, rel_err, save_big_vision_npz)
 from tokenizers_port import convert as convert_cli
 from tokenizers_port.siglip import PRESETS, SiglipConfig, load
 from tokenizers_port.siglip.preprocess import normalize, normalize_table, pixel_values
 from tokenizers_port.vqgan.reference import photographs
 
 TINY = PRESETS["tiny"]
-
-
-def rel_err(got, want) -> float:
-  return float(np.abs(got - want).max() / np.abs(want).max())
-
-
-def native_photos() -> list[np.ndarray]:
-  """Three scikit-image photographs at their own sizes (512 x 512, 400 x 600, 300 x 451)."""
-  from skimage import data
-  return [data.astronaut(), data.coffee(), data.chelsea()]
-
-
-def hf_processor(size: int):
-  from transformers import SiglipImageProcessorPil
-  return SiglipImageProcessorPil(size={"height": size, "width": size})
-
-
-def hf_pixels(images, size: int) -> np.ndarray:
-  """SiglipImageProcessor's pixel_values [B, 3, S, S] of uint8 images."""
-  return hf_processor(size)(images=list(images), return_tensors="np")["pixel_values"]
-
-
-def hf_vision_config(cfg):
-  return dict(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-              num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-              image_size=cfg.image_size, patch_size=cfg.patch_size)
-
-
-def perturb_torch(model, seed: int) -> None:
-  """HF init leaves biases at 0 and LayerNorms at (1, 0): give every 1-d tensor noise."""
-  import torch
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for _, p in sorted(model.named_parameters()):
-      if p.ndim == 1:
-        p.add_(0.2 * torch.randn(p.shape, generator=g))
-
-
-def hf_outputs(model, pixels):
-  import torch
-  with torch.no_grad():
-    o = model(pixel_values=torch.from_numpy(pixels))
-  return o.last_hidden_state.numpy(), o.pooler_output.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +52,8 @@ def hf_pair(tmp_path_factory):
 def test_patches_and_pooled_match_transformers(hf_pair):
   (got, got_pool), (want, want_pool) = hf_pair["got"], hf_pair["want"]
   assert got.shape == want.shape == (8, 16, 64) and got.dtype == np.float32
+  print(f"\ntiny vs transformers: patches max rel err {rel_err(got, want):.2e}, "
+        f"pooled {rel_err(got_pool, want_pool):.2e}")
   assert rel_err(got, want) <= 1e-4
   assert got_pool.shape == want_pool.shape == (8, 64)
   assert rel_err(got_pool, want_pool) <= 1e-4
@@ -112,7 +73,8 @@ def test_full_siglip_model_folder_gives_the_same_tower(hf_pair):
   from safetensors.numpy import load_file
   d = hf_pair["dir"]
   full, vision = (load_file(str(d / f"{n}_flax" / "params.safetensors")) for n in ("full", "vision"))
-  assert sorted(full) == sorted(vision) and len(full) == 3 + 2 * 16 + 2 + 15  # embeddings, 2 layers, norm, head
+  # embeddings 3, 2 layers of 16, post_layernorm 2, MAP head 15
+  assert sorted(full) == sorted(vision) and len(full) == 3 + 2 * 16 + 2 + 15
   for k in full:
     np.testing.assert_array_equal(full[k], vision[k])
   assert json.loads((d / "full_flax" / "config.json").read_text()) == \
@@ -139,26 +101,19 @@ def test_preprocess_equals_siglip_image_processor():
                                 hf_pixels(levels, 16).transpose(0, 2, 3, 1))
 
 
-def bv_model(cfg, scan: bool):
-  return bv_vit.Model(None, patch_size=(cfg.patch_size,) * 2, width=cfg.hidden_size,
-                      depth=cfg.num_hidden_layers, mlp_dim=cfg.intermediate_size,
-                      num_heads=cfg.num_attention_heads, pool_type="map", scan=scan)
-
-
-def bv_random_params(model, x, seed: int):
-  """big_vision's init, then noise on every leaf (its biases start at 0, LayerNorms at (1, 0))."""
-  import jax
-  params = model.init(jax.random.PRNGKey(seed), x[:1])["params"]
-  leaves, tree = jax.tree.flatten(params)
-  rng = np.random.default_rng(seed)
-  leaves = [np.asarray(v) + 0.1 * rng.standard_normal(v.shape).astype(np.float32) for v in leaves]
-  return jax.tree.unflatten(tree, leaves)
-
-
-def save_big_vision_npz(tree: dict, path: str) -> None:
-  """As big_vision writes .npz checkpoints: leaves named by its tree_flatten_with_names."""
-  names = bv_utils.tree_flatten_with_names(tree)[0]
-  np.savez(path, **{name: np.asarray(v) for name, v in names})
+def test_official_hf_configs_give_the_presets(tmp_path):
+  """The released config.json / preprocessor_config.json (omitted keys = SiglipVisionConfig's
+  defaults) convert to our So400m/14-384 and B/16-224 presets."""
+  from tokenizers_port.siglip import convert
+  for preset, (config, processor) in OFFICIAL_HF.items():
+    d = tmp_path / preset.replace("/", "_")
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "preprocessor_config.json").write_text(json.dumps(processor))
+    vision = convert.hf_vision_config(str(d / "config.json"))
+    cfg = SiglipConfig(**vision, **convert.hf_image_policy(str(d), vision["image_size"]))
+    assert cfg == PRESETS[preset], preset
+  assert PRESETS["So400m/14-384"].num_patches == 729 and PRESETS["B/16-224"].num_patches == 196
 
 
 @pytest.fixture(scope="module", params=["params/img pyloop", "img scanned"])
@@ -169,7 +124,8 @@ def bv_pair(request, tmp_path_factory):
   x = pixel_values(photos, TINY)
   model = bv_model(TINY, scan)
   params = bv_random_params(model, x, seed=2)
-  _, out = model.apply({"params": params}, x)
+  with jax.default_matmul_precision("highest"):
+    _, out = model.apply({"params": params}, x)
   d = tmp_path_factory.mktemp("siglip_bv")
   path = str(d / "siglip.npz")
   # A two-tower checkpoint: the image tower beside a (dummy) text tower and the temperature.
@@ -195,6 +151,8 @@ def test_big_vision_encoded_and_map_head_match(bv_pair):
     from_uint8 = np.asarray(enc.encode_patches(bv_pair["photos"]))
     got_pool = np.asarray(enc.encode_pooled(bv_pair["photos"]))
   assert got.shape == want.shape == (6, 16, 64)
+  print(f"\ntiny vs big_vision: patches max rel err {rel_err(got, want):.2e}, "
+        f"pooled {rel_err(got_pool, want_pool):.2e}")
   assert rel_err(got, want) <= 1e-4
   np.testing.assert_array_equal(from_uint8, got)  # same pixels through the jitted table
   assert rel_err(got_pool, want_pool) <= 1e-4

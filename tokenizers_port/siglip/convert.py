@@ -122,7 +122,10 @@ def convert_hf(directory: str, resample: str | None = None, drop_unknown: bool =
   policy = hf_image_policy(directory, vision["image_size"])
   if resample is not None:
     policy["resample"] = resample
-  cfg = SiglipConfig(**vision, **policy)
+  try:
+    cfg = SiglipConfig(**vision, **policy)
+  except ValueError as e:
+    raise ConvertError(f"{os.path.join(directory, CONFIG_FILE)}: {e}") from None
   try:
     sd = keys.split_in_proj(sd, prefix + "head.attention.")
   except ValueError as e:
@@ -169,7 +172,8 @@ def big_vision_config(tower: dict, path: str, prefix: str, res: int, variant: st
     for what, want, got, key in (("patch size", v_patch, kh, "embedding/kernel"),
                                  ("width", v_width, width, "embedding/kernel"),
                                  ("depth", v_depth, depth, "Transformer/encoderblock_*"),
-                                 ("mlp_dim", v_mlp, mlp, "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"),
+                                 ("mlp_dim", v_mlp, mlp,
+                                  "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"),
                                  ("num_heads", v_heads, heads,
                                   "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel")):
       if want != got:
