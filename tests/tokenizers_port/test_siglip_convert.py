@@ -81,6 +81,29 @@ def test_full_siglip_model_folder_gives_the_same_tower(hf_pair):
       json.loads((d / "vision_flax" / "config.json").read_text())
 
 
+def test_sharded_bf16_folder_reads_as_torch_does(hf_pair, tmp_path):
+  """A folder of bf16 shards behind model.safetensors.index.json (as large checkpoints ship)."""
+  import torch
+  from safetensors.numpy import load_file
+  from safetensors.torch import save_file
+  src = hf_pair["dir"] / "vision"
+  sd = {k: v.to(torch.bfloat16) for k, v in hf_pair["model"].state_dict().items()}
+  keys = sorted(sd)
+  folder = tmp_path / "sharded"
+  folder.mkdir()
+  shutil.copy(src / "config.json", folder / "config.json")
+  shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+  for name, part in shards.items():
+    save_file({k: sd[k].contiguous() for k in part}, str(folder / name))
+  index = {"metadata": {}, "weight_map": {k: n for n, part in shards.items() for k in part}}
+  (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+  convert_cli.main(["siglip", "--hf", str(folder), "--out", str(tmp_path / "flax")])
+  got = load_file(str(tmp_path / "flax" / "params.safetensors"))
+  want = sd["encoder.layers.1.mlp.fc1.weight"].float().numpy().T
+  np.testing.assert_array_equal(got["encoder.layers.1.mlp.fc1.kernel"], want)
+  assert len(got) == 52
+
+
 def test_preprocess_equals_siglip_image_processor():
   """Our numpy policy and the jitted lookup table are bit-exact against SiglipImageProcessor (PIL
   backend: what transformers uses without torchvision) for shrinking, enlarging and squashing."""
