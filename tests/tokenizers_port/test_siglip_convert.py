@@ -210,7 +210,7 @@ def _edit_safetensors(src_dir, dst_dir, edit):
   return os.path.join(dst_dir, "model.safetensors")
 
 
-@pytest.mark.parametrize("case", ["no_weights", "no_config", "shape", "unknown", "missing"])
+@pytest.mark.parametrize("case", ["no_weights", "no_config", "shape", "unknown", "missing", "corrupt"])
 def test_bad_hf_folder_is_a_one_line_error_naming_file_and_key(hf_pair, tmp_path, case):
   src, bad = str(hf_pair["dir"] / "vision"), str(tmp_path / "bad")
   key = "encoder.layers.1.mlp.fc1.weight"
@@ -226,6 +226,12 @@ def test_bad_hf_folder_is_a_one_line_error_naming_file_and_key(hf_pair, tmp_path
   elif case == "unknown":
     key = "encoder.layers.1.extra.weight"
     named = [_edit_safetensors(src, bad, lambda sd: sd.__setitem__(key, np.zeros(3, np.float32))), key]
+  elif case == "corrupt":  # a download cut short
+    shutil.copytree(src, bad)
+    path = os.path.join(bad, "model.safetensors")
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+    named = [path, "not a readable safetensors file"]
   else:
     key = "post_layernorm.bias"
     named = [_edit_safetensors(src, bad, lambda sd: sd.pop(key)), key]

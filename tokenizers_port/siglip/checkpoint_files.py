@@ -1,16 +1,13 @@
 """Reading the two released formats into float32 numpy arrays, without torch or TensorFlow.
 
-- Hugging Face: `model.safetensors`, or shards listed by `model.safetensors.index.json`. The format
-  is an 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
-  then the raw bytes; read here directly so bf16 / fp16 checkpoints load too (numpy has no
-  bfloat16; ml_dtypes, a jax dependency, does).
+- Hugging Face: `model.safetensors`, or shards listed by `model.safetensors.index.json` (bf16 / fp16 /
+  f32, read with the safetensors library).
 - big_vision: an `.npz` of flattened names ("params/img/Transformer/..."); numpy saves bfloat16
   as 2-byte void, which big_vision's utils.recover_dtype views back as bfloat16, as here.
 """
 
 import json
 import os
-import struct
 
 import ml_dtypes
 import numpy as np
@@ -20,38 +17,23 @@ class CheckpointError(ValueError):
   """A one-line error naming the file (and key) at fault."""
 
 
-_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
-
-
-def _safetensors_header(path: str) -> tuple[dict, int]:
-  with open(path, "rb") as f:
-    raw = f.read(8)
-    if len(raw) != 8:
-      raise CheckpointError(f"{path}: not a safetensors file (truncated header)")
-    (n,) = struct.unpack("<Q", raw)
-    try:
-      header = json.loads(f.read(n))
-    except (ValueError, UnicodeDecodeError) as e:
-      raise CheckpointError(f"{path}: not a safetensors file ({e.__class__.__name__} in header)") from None
-  header.pop("__metadata__", None)
-  return header, 8 + n
-
-
 def read_safetensors(path: str, keep=lambda key: True) -> dict[str, np.ndarray]:
-  """{key: float32 array} for the keys `keep` accepts (the others are never read)."""
-  header, start = _safetensors_header(path)
-  data = np.memmap(path, dtype=np.uint8, mode="r")
-  out = {}
-  for key, info in header.items():
-    if not keep(key):
-      continue
-    dtype = _ST_DTYPES.get(info["dtype"])
-    if dtype is None:
-      raise CheckpointError(f"{path}: key {key!r} has dtype {info['dtype']}, expected a float type")
-    b, e = info["data_offsets"]
-    arr = np.frombuffer(data[start + b:start + e], dtype=dtype).reshape(info["shape"])
-    out[key] = arr.astype(np.float32)
-  return out
+  """{key: float32 array} for the keys `keep` accepts (the others are never read). safetensors'
+  flax reader, since its numpy one has no bfloat16 (released SigLIP weights are bf16 or f32)."""
+  from safetensors import SafetensorError, safe_open
+  try:
+    with safe_open(path, framework="flax") as f:
+      out = {}
+      for key in f.keys():
+        if not keep(key):
+          continue
+        arr = np.asarray(f.get_tensor(key))
+        if not np.issubdtype(arr.dtype, np.floating) and arr.dtype != ml_dtypes.bfloat16:
+          raise CheckpointError(f"{path}: key {key!r} has dtype {arr.dtype}, expected a float type")
+        out[key] = arr.astype(np.float32)
+      return out
+  except SafetensorError as e:
+    raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def hf_weight_files(directory: str) -> list[str]:
