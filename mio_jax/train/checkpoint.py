@@ -33,9 +33,10 @@ class CheckpointError(RuntimeError):
   """No checkpoint of a run can be restored, or its data state does not fit this job."""
 
 
-def make_manager(workdir: str, *, keep: int, async_save: bool,
-                 keep_period: int = 0) -> ocp.CheckpointManager:
-  """keep-N newest steps, plus every `keep_period`-th step forever (0: none)."""
+def make_manager(workdir: str, *, keep: int, async_save: bool, keep_period: int = 0,
+                 item_names: tuple[str, ...] = ("params", "opt_state", "data")) -> ocp.CheckpointManager:
+  """keep-N newest steps, plus every `keep_period`-th step forever (0: none). `item_names`: the
+  training run's by default; the codebook fit (mio_jax/codebook/fit.py) saves its own."""
   preserve = [policies.LatestN(n=keep)]
   if keep_period:
     preserve.append(policies.EveryNSteps(interval_steps=keep_period))
@@ -43,7 +44,7 @@ def make_manager(workdir: str, *, keep: int, async_save: bool,
       enable_async_checkpointing=async_save, create=True,
       preservation_policy=policies.AnyPreservationPolicy(preserve))
   return ocp.CheckpointManager(storage.as_path(checkpoint_dir(workdir)), options=options,
-                               item_names=("params", "opt_state", "data"))
+                               item_names=item_names)
 
 
 class _IteratorState:
@@ -125,7 +126,8 @@ def _restore_step(manager, step, abstract_state, shardings, batches) -> TrainSta
   return TrainState(step=opt["step"], params=restored["params"], opt_state=opt["opt_state"])
 
 
-def _all_processes_ok(ok: bool) -> bool:
+def all_processes_ok(ok: bool) -> bool:
+  """`ok` on every process (one agreement round when there are several)."""
   if jax.process_count() == 1:
     return ok
   from jax.experimental import multihost_utils
@@ -156,7 +158,7 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: TrainState, s
       log.warning("checkpoint step %d cannot be restored (%s: %s); trying an older one", step,
                   type(e).__name__, first_line)
       ok = False
-    if _all_processes_ok(ok):  # every process must resume from the same step
+    if all_processes_ok(ok):  # every process must resume from the same step
       if step != steps[0]:
         log.warning("resumed from step %d, the newest step that restores", step)
       return state
