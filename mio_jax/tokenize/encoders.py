@@ -6,7 +6,8 @@ SpeechEncoder.encode_batch: float32 [B, T], lengths [B] -> int32 [n_q, B, >= cei
 Batches always have the same size B (the job pads the last one), so each encoder compiles once per
 input shape. Inputs are placed with a NamedSharding that splits the batch axis over a 1-D mesh of
 the local devices, so jit runs the encoder data-parallel. The adapters here wrap the ported
-tokenizers (tokenizers_port.vqgan / .seed / .speechtokenizer); any object with the same interface can
+tokenizers (tokenizers_port.vqgan / .seed / .speechtokenizer, and mio_jax.codebook.tokenizer for
+UniCode2); any object with the same interface can
 be passed to the job instead (job.run's encoder_pair), as the tests do with cheap doubles.
 
 The image adapters also carry what the job needs to know about their tokenizer: `kind`, the codes
@@ -62,7 +63,7 @@ SEED2_VIDEO = {"pair_video_mode": "mio_uniform", "num_frames": 10}  # MIO's extr
 
 
 def image_tokenizer_kind(directory: str) -> str:
-  """"vqgan" or "seed2", read off the converted folder's config.json (config key image_tokenizer)."""
+  """"vqgan", "seed2" or "unicode2", read off the folder's config.json (config key image_tokenizer)."""
   path = os.path.join(directory, "config.json")
   try:
     with open(path) as f:
@@ -73,8 +74,10 @@ def image_tokenizer_kind(directory: str) -> str:
     return "vqgan"
   if "num_query_tokens" in keys:
     return "seed2"
-  raise ConfigError(f"config key image_tokenizer={directory!r}: {path} is neither a VQGAN nor a "
-                   "SEED config (tokenizers_port.convert vqgan | seed)")
+  if keys.get("kind") == "unicode2":
+    return "unicode2"
+  raise ConfigError(f"config key image_tokenizer={directory!r}: {path} is not a VQGAN, SEED or "
+                   "UniCode2 config (tokenizers_port.convert vqgan | seed, mio_jax.codebook.tokenizer)")
 
 
 class PortImageEncoder:
@@ -117,6 +120,27 @@ class PortSeedEncoder:
     return codes.reshape(len(images), 1, self.codes_per_image)
 
 
+class UniCode2Encoder:
+  """mio_jax.codebook.tokenizer (SigLIP patches -> frozen-codebook ids): int32 [B, g, g], the
+  patch grid in raster order (g x g = the tower's patches). The job squash-resizes images with PIL's
+  bicubic filter first, as SiglipImageProcessor does, so the tower's own resize is the identity.
+  Videos: as the VQGAN's (UniCode2 says nothing of frames; 729 ids per frame at 384 px)."""
+  kind, image_resize, video_defaults = "unicode2", "squash_bicubic", VQGAN_VIDEO
+
+  def __init__(self, directory: str, batch_size: int):
+    from mio_jax.codebook import tokenizer
+    self.tokenizer = tokenizer.load(directory, tokenizer.local_codebook_mesh(batch_size))
+    self.image_size, self.codebook_size = self.tokenizer.image_size, self.tokenizer.codebook_size
+    self.codes_per_image = self.tokenizer.codes_per_image
+    self.grid = math.isqrt(self.codes_per_image)
+    if self.grid * self.grid != self.codes_per_image:
+      raise ConfigError(f"config key image_tokenizer={directory!r}: {self.codes_per_image} patches "
+                        "are not a square grid")
+
+  def encode_batch(self, images: np.ndarray) -> np.ndarray:
+    return self.tokenizer.encode(images).reshape(len(images), self.grid, self.grid)
+
+
 def image_code_record(encoder: ImageEncoder | None) -> dict | None:
   """{"tokenizer", "codes_per_image", "codebook_size"} of an image encoder (None for none), as the
   job records it in index.json."""
@@ -144,11 +168,14 @@ class PortSpeechEncoder:
 
 def build_encoders(config) -> tuple[ImageEncoder | None, SpeechEncoder | None]:
   """Config keys image_tokenizer / speech_tokenizer: a converted folder, or "" (none). The image
-  folder's config.json says which tokenizer it is (VQGAN or SEED-Tokenizer-2)."""
+  folder's config.json says which tokenizer it is (VQGAN, SEED-Tokenizer-2 or UniCode2)."""
   image = speech = None
   if config.image_tokenizer:
-    if image_tokenizer_kind(config.image_tokenizer) == "seed2":
+    kind = image_tokenizer_kind(config.image_tokenizer)
+    if kind == "seed2":
       image = PortSeedEncoder(config.image_tokenizer, config.image_batch_size)
+    elif kind == "unicode2":
+      image = UniCode2Encoder(config.image_tokenizer, config.image_batch_size)
     else:
       image = PortImageEncoder(config.image_tokenizer, config.image_batch_size, config.image_conv_impl)
   if config.speech_tokenizer:

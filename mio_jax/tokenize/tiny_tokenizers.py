@@ -8,7 +8,8 @@ trained ones (`trained_tiny_*_dir`) are committed under data/tokenizers/: their 
 and what is said, which the demo's learning evidence needs.
 
   python -m mio_jax.tokenize.tiny_tokenizers OUT_DIR   -> OUT_DIR/speechtokenizer, OUT_DIR/vqgan
-  (make_tiny_seed: a SEED-Tokenizer-2 folder, for `--config.image_tokenizer` tests)
+  (make_tiny_seed: a SEED-Tokenizer-2 folder, for `--config.image_tokenizer` tests;
+   make_tiny_siglip: a SigLIP tower, the patch encoder of UniCode2 tokenizers, mio_jax/codebook)
 """
 
 import os
@@ -61,6 +62,29 @@ def make_tiny_seed(out_dir: str, seed: int = 0) -> str:
   centres = z[rng.integers(0, len(z), cfg.n_embed)]
   model.codebook[...] = jnp.asarray(centres + rng.normal(0, 1, centres.shape) * z.std(axis=0),
                                     jnp.float32)
+  os.makedirs(out_dir, exist_ok=True)
+  flax_params.save_params(flax_params.model_params(model), out_dir)
+  save_config(cfg, out_dir)
+  return out_dir
+
+
+def make_tiny_siglip(out_dir: str, seed: int = 0) -> str:
+  """A random-weight SigLIP vision tower in the converter's format: the port's "tiny" preset (62 px,
+  patch 14: a 4 x 4 grid, width 64). The port initialises LayerNorms to (1, 0) and biases to 0;
+  they get noise here so that every tensor matters."""
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  from tokenizers_port import flax_params
+  from tokenizers_port.siglip.config import PRESETS, save_config
+  from tokenizers_port.siglip.model import SiglipVisionModel
+
+  cfg = PRESETS["tiny"]
+  model = SiglipVisionModel(cfg, rngs=nnx.Rngs(seed))
+  rng = np.random.default_rng(seed)
+  for _, param in nnx.iter_graph(model):
+    if isinstance(param, nnx.Param) and param[...].ndim == 1:
+      param[...] = param[...] + jnp.asarray(rng.normal(0, 0.2, param[...].shape), param[...].dtype)
   os.makedirs(out_dir, exist_ok=True)
   flax_params.save_params(flax_params.model_params(model), out_dir)
   save_config(cfg, out_dir)

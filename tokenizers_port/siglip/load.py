@@ -27,6 +27,11 @@ class SiglipEncoder(BatchedTokenizer):
     self._pooled_uint8 = jax.jit(lambda s, im: pool(s, normalize(im, table)))
 
   @property
+  def image_size(self) -> int:
+    """The side the tower reads (images of other sizes are resized to it)."""
+    return self.config.image_size
+
+  @property
   def num_patches(self) -> int:
     return self.config.num_patches
 
