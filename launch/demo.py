@@ -70,18 +70,12 @@ def split_corpus(root: str) -> tuple[list[str], list[str]]:
   """-> (training manifests, held-out manifests). Held-out media appear in no training manifest."""
   from configs.tokenize import KINDS, MINI
   from mio_jax.evaluate.pairing import MEDIA
-  from mio_jax.tokenize.holdout import media_paths, split_manifest
+  from mio_jax.tokenize.holdout import split_corpus as split
 
   sources = {kind: os.path.join(MINI, f"{kind}.jsonl") for kind in KINDS}
-  others = [path for kind, path in sources.items() if kind not in MEDIA]  # MEDIA: the scored pairs
-  used = frozenset(media_paths(others))
   every = {"image_text": FLAGS.image_holdout_every, "speech_text": FLAGS.speech_holdout_every}
-  train, heldout = list(others), []
-  for kind in MEDIA:
-    t, h = split_manifest(sources[kind], os.path.join(root, "manifests"), every[kind], used)
-    train.append(t)
-    heldout.append(h)
-  return train, heldout
+  train, heldout = split(sources, os.path.join(root, "manifests"), {kind: every[kind] for kind in MEDIA})
+  return list(train.values()), list(heldout.values())
 
 
 def tokenize(root: str, log: list) -> dict:

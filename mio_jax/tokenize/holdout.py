@@ -66,3 +66,15 @@ def split_manifest(path: str, out_dir: str, every: int,
       eligible += hold
       (heldout if hold and eligible % every == 0 else train).write(json.dumps(row) + "\n")
   return out["train"], out["heldout"]
+
+
+def split_corpus(sources: dict[str, str], out_dir: str, every: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+  """-> (training manifest per kind, held-out manifest per kind of `every`). The kinds of `every` are
+  split (`split_manifest`, every[kind]-th row held out), in `every`'s order; every other manifest of
+  `sources` trains whole, and its media stay out of the held-out files. launch/demo.py's split."""
+  others = {kind: path for kind, path in sources.items() if kind not in every}
+  used = frozenset(media_paths(list(others.values())))
+  train, heldout = dict(others), {}
+  for kind, n in every.items():
+    train[kind], heldout[kind] = split_manifest(sources[kind], out_dir, n, used)
+  return train, heldout

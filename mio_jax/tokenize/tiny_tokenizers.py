@@ -68,10 +68,13 @@ def make_tiny_seed(out_dir: str, seed: int = 0) -> str:
   return out_dir
 
 
-def make_tiny_siglip(out_dir: str, seed: int = 0) -> str:
+def make_tiny_siglip(out_dir: str, seed: int = 0, **overrides) -> str:
   """A random-weight SigLIP vision tower in the converter's format: the port's "tiny" preset (62 px,
-  patch 14: a 4 x 4 grid, width 64). The port initialises LayerNorms to (1, 0) and biases to 0;
-  they get noise here so that every tensor matters."""
+  patch 14: a 4 x 4 grid, width 64), with `overrides` of its SiglipConfig fields (e.g. image_size=224,
+  patch_size=16: a 14 x 14 grid). The port initialises LayerNorms to (1, 0) and biases to 0; they get
+  noise here so that every tensor matters."""
+  import dataclasses
+
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
@@ -79,7 +82,7 @@ def make_tiny_siglip(out_dir: str, seed: int = 0) -> str:
   from tokenizers_port.siglip.config import PRESETS, save_config
   from tokenizers_port.siglip.model import SiglipVisionModel
 
-  cfg = PRESETS["tiny"]
+  cfg = dataclasses.replace(PRESETS["tiny"], **overrides)
   model = SiglipVisionModel(cfg, rngs=nnx.Rngs(seed))
   rng = np.random.default_rng(seed)
   for _, param in nnx.iter_graph(model):

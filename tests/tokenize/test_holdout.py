@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mio_jax.tokenize.holdout import media_paths, split_manifest
+from mio_jax.tokenize.holdout import media_paths, split_corpus, split_manifest
 
 
 def _write(path, rows):
@@ -52,3 +52,17 @@ def test_every_below_two_is_refused(tmp_path):
   _write(tmp_path / "m.jsonl", [{"text": "x"}])
   with pytest.raises(ValueError, match="every=1"):
     split_manifest(str(tmp_path / "m.jsonl"), str(tmp_path / "out"), every=1)
+
+
+def test_split_corpus_splits_the_named_kinds_and_keeps_the_others_whole(tmp_path):
+  src = tmp_path / "corpus"
+  src.mkdir()
+  _write(src / "image_text.jsonl", [{"image": f"img/{i}.png", "caption": f"c {i}"} for i in range(6)])
+  _write(src / "interleaved.jsonl", [{"parts": [{"type": "image", "path": "img/2.png"}]}])
+  sources = {"interleaved": str(src / "interleaved.jsonl"), "image_text": str(src / "image_text.jsonl")}
+  train, heldout = split_corpus(sources, str(tmp_path / "out"), {"image_text": 2})
+  assert list(train) == ["interleaved", "image_text"] and list(heldout) == ["image_text"]
+  assert train["interleaved"] == sources["interleaved"]  # not split: the original file
+  # img/2.png is used by the interleaved document: eligible rows 0, 1, 3, 4, 5, every 2nd held out.
+  assert [r["caption"] for r in _read(heldout["image_text"])] == ["c 1", "c 4"]
+  assert [r["caption"] for r in _read(train["image_text"])] == ["c 0", "c 2", "c 3", "c 5"]
