@@ -39,7 +39,7 @@ flags.DEFINE_integer("steps", 96, "Stage 1 steps per mode (the demo's --alignmen
 flags.DEFINE_list("modes", list(MODES), f"Image-id embeddings to train, of {MODES}.")
 flags.DEFINE_enum("image_head", "separate", ["separate", "tied"], "config.model.image_head of frozen/cascade.")
 # 224 px / patch 16 (a 14 x 14 grid, SigLIP B/16's) gives 196 codes per image, near the demo VQGAN's
-# 256, and 175 x 196 = 34,300 training patches: 8.4 per centroid at K = 4096. Width 64 keeps the
+# 256, and 180 x 196 = 35,280 training patches: 8.6 per centroid at K = 4096. Width 64 keeps the
 # tower seconds on 2 cores.
 flags.DEFINE_integer("siglip_image_size", 224, "Random SigLIP tower's image size.")
 flags.DEFINE_integer("siglip_patch_size", 16, "Random SigLIP tower's patch size.")
@@ -151,15 +151,22 @@ def loss_curve(workdir: str) -> dict:
 
 def evaluate(workdir: str, samples: list) -> dict:
   from mio_jax.evaluate.code_usage import predicted_image_codes, usage
-  from mio_jax.evaluate.pairing import pairing_losses
+  from mio_jax.evaluate.pairing import mismatched_partners, paired_sequences, pairing_losses, sequence_losses
   from mio_jax.generate.load import checkpoint_template_set, load_model
 
   model, vocab = load_model(workdir)
   template_set = checkpoint_template_set(workdir)
   (r,) = pairing_losses(model, vocab, samples, stage=1, template_set=template_set)
+  # The margin's standard error over the samples (pairing_losses's own steps, kept per sample).
+  group = [s for s in samples if s.kind == "image_text"]
+  real, swapped = paired_sequences(group, mismatched_partners(group), vocab, 1, template_set)
+  losses = sequence_losses(model, real + swapped)
+  gaps = losses[len(group):] - losses[:len(group)]
+  assert abs(gaps.mean() - r.margin) < 1e-4 * max(1.0, abs(r.real)), (gaps.mean(), r.margin)
   pred = predicted_image_codes(model, vocab, samples, stage=1, template_set=template_set)
   return {"pairing": {"samples": r.samples, "real": round(r.real, 4), "mismatched": round(r.mismatched, 4),
-                      "margin": round(r.margin, 4), "real_lower_fraction": round(r.wins, 4)},
+                      "margin": round(r.margin, 4), "margin_stderr": round(float(gaps.std(ddof=1) / len(gaps) ** 0.5), 4),
+                      "real_lower_fraction": round(r.wins, 4)},
           "decoder_usage": dict(usage(pred["predicted"], vocab.image_codes),
                                 top1=float((pred["predicted"] == pred["target"]).mean()),
                                 image_code_loss=float(pred["loss"].mean()))}
@@ -174,7 +181,7 @@ def report(summary: dict) -> None:
     u = t[split]
     print(f"  tokenizer ids on {what} images: {u['used']}/{summary['num_clusters']} used "
           f"({u['used_share']:.1%}, at most {u['max_used_share']:.1%}), perplexity {u['perplexity']:.0f}")
-  print(f"  {'mode':<8} {'margin':>7} {'real':>6} {'loss first/last/min':>20} {'eval':>6} {'img loss':>8} "
+  print(f"  {'mode':<8} {'margin':>14} {'real':>6} {'loss first/last/min':>20} {'eval':>6} {'img loss':>8} "
         f"{'pred ids':>8} {'pred ppl':>8} {'tok/s':>7}")
   for mode, m in summary["modes"].items():
     if "skipped" in m:
@@ -182,7 +189,7 @@ def report(summary: dict) -> None:
       continue
     lc, p, d = m["loss"], m["pairing"], m["decoder_usage"]
     ev = list(lc["eval_loss"].values())[-1]["eval_loss"] if lc["eval_loss"] else float("nan")
-    print(f"  {mode:<8} {p['margin']:+7.3f} {p['real']:6.3f} {lc['first']:6.3f}/{lc['last']:.3f}/{lc['min']:.3f} "
+    print(f"  {mode:<8} {p['margin']:+7.3f}±{p['margin_stderr']:.3f} {p['real']:6.3f} {lc['first']:6.3f}/{lc['last']:.3f}/{lc['min']:.3f} "
           f"{ev:6.3f} {d['image_code_loss']:8.3f} {d['used_share']:8.1%} {d['perplexity']:8.0f} "
           f"{lc['tokens_per_second']:7.0f}")
   steps = sorted({s for m in summary["modes"].values() if "loss" in m for s in m["loss"]["table"]})

@@ -63,7 +63,7 @@ def test_summary_has_every_mode_and_its_numbers(run):
       assert mode != "table" and f"{mode:<8} not run" in out
       continue
     assert set(m) >= {"pairing", "loss", "decoder_usage", "workdir"}
-    assert m["pairing"]["samples"] == s["samples"]["heldout"]
+    assert m["pairing"]["samples"] == s["samples"]["heldout"] and m["pairing"]["margin_stderr"] > 0
     assert m["loss"]["steps"] == STEPS and m["loss"]["finite"] and m["loss"]["tokens_per_second"] > 0
     rows = [json.loads(line) for line in open(os.path.join(m["workdir"], "metrics.jsonl"))]
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
