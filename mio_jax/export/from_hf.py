@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from mio_jax import storage
 from mio_jax.export import mapping, mio_layout
 from mio_jax.export.safetensors_io import Reader
-from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout
+from mio_jax.export.vocab_layout import LAYOUT_FILE, read_layout, read_run_data
 from mio_jax.model.transformer import ModelConfig
 from mio_jax.model.vocab_padding import padded_vocab_size
 from mio_jax.train.run_config import RUN_CONFIG
@@ -71,6 +71,16 @@ def _vocab_config(hf_dir: str, hf: dict, vocab_cfg: dict | None, text_model: str
   elif not vocab_cfg.get("text_model") and os.path.isfile(os.path.join(hf_dir, "tokenizer.model")):
     vocab_cfg["text_model"] = os.path.join(hf_dir, "tokenizer.model")
   return vocab_cfg
+
+
+def _run_data(hf_dir: str, hf: dict) -> dict:
+  """The data facts generation needs (model_config.json's "data"): our export's mio_jax.json records
+  them; MIO's release (its config.json fields) trained on SEED-Tokenizer-2, 32 codes per image
+  (MIO_FACTS.md); a text-only checkpoint has none (generation's default then: 256, VQGAN f16)."""
+  data = read_run_data(hf_dir)
+  if not data and mio_layout.has_mio_fields(hf) and not os.path.isfile(os.path.join(hf_dir, LAYOUT_FILE)):
+    data = {"image_tokens": mio_layout.MIO_7B_IMAGE_TOKENS}
+  return data
 
 
 def read_hf_config(hf_dir: str) -> dict:
@@ -167,7 +177,10 @@ def import_hf(hf_dir: str, out_dir: str, *, vocab_cfg: dict | None = None, text_
   manager.close()
   arch = {k: v for k, v in dataclasses.asdict(cfg).items()
           if k in fields or k in ("vocab_size", "unpadded_vocab_size")}
-  storage.atomic_write_text(os.path.join(out_dir, RUN_CONFIG), json.dumps(
-      {"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}, indent=2))
+  run = {"model": arch, "vocab": vocab_cfg, "imported_from": os.path.abspath(hf_dir)}
+  data = _run_data(hf_dir, hf)
+  if data:
+    run["data"] = data
+  storage.atomic_write_text(os.path.join(out_dir, RUN_CONFIG), json.dumps(run, indent=2))
   return {"out_dir": out_dir, "hf_vocab": hf_vocab, "vocab_size": vocab.size, "padded_vocab_size": padded,
           "new_rows": vocab.size - hf_vocab, "model": arch}

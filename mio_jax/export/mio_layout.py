@@ -21,6 +21,8 @@ import re
 
 from mio_jax.vocab import SPECIAL_TOKENS, Vocabulary
 
+# MIO-7B's images are SEED-Tokenizer-2 codes: 32 per image block (MIO_FACTS.md).
+MIO_7B_IMAGE_TOKENS = 32
 SIZE_FIELDS = ("text_vocab_size", "num_new_special_tokens", "visual_vocab_size", "speech_vocab_size")
 # config.json's names of SPECIAL_TOKENS, in their order (ids text_vocab_size + 0..5).
 SPECIAL_FIELDS = ("speech_placeholder", "speech_eos", "image_placeholder", "speech_bos", "image_eos",

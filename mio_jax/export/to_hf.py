@@ -119,7 +119,7 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
   stage = tempfile.mkdtemp(prefix="mio_export_") if remote else out_dir
   try:
     files = _write_hf(params_dir, stage, cfg, vocab, dtype, with_tokenizer, max_shard_bytes,
-                      max_position_embeddings)
+                      max_position_embeddings, run_config.get("data"))
     if remote:
       _upload_dir(stage, out_dir)
   finally:
@@ -141,8 +141,9 @@ def _upload_dir(stage: str, out_dir: str) -> None:
 
 
 def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str, with_tokenizer: bool,
-              max_shard_bytes: int, max_position_embeddings: int) -> list[str]:
-  """The HF directory in local `out_dir`; returns the safetensors file names."""
+              max_shard_bytes: int, max_position_embeddings: int, run_data: dict | None) -> list[str]:
+  """The HF directory in local `out_dir`; returns the safetensors file names. `run_data`: the run's
+  recorded data facts (image block length, template set), kept in mio_jax.json for an import."""
   os.makedirs(out_dir, exist_ok=True)
   out_dtype = DTYPES[dtype]
   itemsize = np.dtype(out_dtype).itemsize
@@ -164,7 +165,7 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
                                      bos_token_id=vocab.bos, eos_token_id=eos, torch_dtype=dtype)
   # MIO's vocabulary fields (text_vocab_size, image_bos, ...) ride along in config.json.
   LlamaConfig(**hf_kwargs, **mio_layout.config_fields(vocab)).save_pretrained(out_dir)
-  write_layout(vocab, out_dir)
+  write_layout(vocab, out_dir, run_data)
   if with_tokenizer:
     from mio_jax.export.hf_tokenizer import save_hf_tokenizer
 

@@ -1,6 +1,8 @@
 """`mio_jax.json` in an exported checkpoint: the vocabulary layout, so the modalities can be decoded
 from a Hugging Face checkpoint alone (which ids are image codes, which speech codes and in what
-RVQ layer order), and so `import_hf` rebuilds the same Vocabulary.
+RVQ layer order), and so `import_hf` rebuilds the same Vocabulary. It also carries the run's data
+facts (`run_data`: codes per image block, the template set), so an imported checkpoint generates
+blocks of the tokenizer it trained on and is prompted in its wording.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ SPEECH_LAYER_NAMES = ("content (RVQ 1)", "timbre (RVQ 2)", "timbre (RVQ 3)", "ti
                       "RVQ 5", "RVQ 6", "RVQ 7", "RVQ 8")
 
 
-def layout_dict(vocab: Vocabulary) -> dict:
-  return {
+RUN_DATA_KEYS = ("image_tokens", "template_set")
+
+
+def layout_dict(vocab: Vocabulary, run_data: dict | None = None) -> dict:
+  layout = {
       "format": FORMAT,
       "vocab_size": vocab.size,
       "text_size": vocab.text_size,
@@ -37,13 +42,27 @@ def layout_dict(vocab: Vocabulary) -> dict:
                  "input": "<spch> content layer only </spch>",
                  "output": "<spch> all layers, layer-major (a1..an b1..bn ...) </spch>"},
   }
+  run_data = {k: v for k, v in (run_data or {}).items() if k in RUN_DATA_KEYS}
+  if run_data:
+    layout["run_data"] = run_data
+  return layout
 
 
-def write_layout(vocab: Vocabulary, out_dir: str) -> str:
+def write_layout(vocab: Vocabulary, out_dir: str, run_data: dict | None = None) -> str:
   path = os.path.join(out_dir, LAYOUT_FILE)
   with open(path, "w") as f:
-    json.dump(layout_dict(vocab), f, indent=2)
+    json.dump(layout_dict(vocab, run_data), f, indent=2)
   return path
+
+
+def read_run_data(path: str) -> dict:
+  """The run data facts a mio_jax.json carries ({} when none: exports written before them)."""
+  if os.path.isdir(path):
+    path = os.path.join(path, LAYOUT_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return {k: v for k, v in json.load(f).get("run_data", {}).items() if k in RUN_DATA_KEYS}
 
 
 def read_layout(path: str) -> dict:

@@ -93,6 +93,7 @@ def test_import_reads_mio_layout_and_keeps_logits(mio_hf, imported, order):
   for piece in ("<img0>", "<img5>", "<img8191>", "<spch0>", "<spch1029>", "<spch4095>", "<image>", "</spch>"):
     assert vocab.piece_to_id(piece) == added[piece], piece
   assert vocab.code_of(added["<spch1029>"]) == ("speech", 1, 5)
+  assert saved["data"] == {"image_tokens": 32}  # MIO's release: SEED-Tokenizer-2 blocks
   assert_logits_match(read_params(imported[order]), TINY, load_hf_model(mio_hf[order]), np.random.default_rng(2))
 
 
@@ -226,7 +227,9 @@ def speech_first_export(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
   params = random_params(TINY, seed=4)
   step_dir = save_our_checkpoint(workdir, params)
-  save_run_config(workdir, run_config(TINY, vocab_cfg))
+  config = run_config(TINY, vocab_cfg)
+  config.data = {"template_set": "paper", "image_tokens": 7}  # what generation needs after an import
+  save_run_config(workdir, config)
   out = str(tmp_path_factory.mktemp("hf"))
   launch_module("export").main(["--checkpoint", step_dir, "--out", out])
   return out, params, Vocabulary.from_config(vocab_cfg)
@@ -278,3 +281,13 @@ def test_export_reimports_from_mio_fields_alone(speech_first_export, tmp_path):
       k: v for k, v in TINY_VOCAB.items() if k != "text_model"} | {"code_order": "speech_first"}
   np.testing.assert_array_equal(read_params(again)["embed"]["table"], params["embed"]["table"])
   np.testing.assert_array_equal(read_params(again)["lm_head"], params["lm_head"])
+  # MIO's fields alone say MIO's release: its 32-code image blocks, whatever this run used.
+  assert read_json(os.path.join(again, "model_config.json"))["data"] == {"image_tokens": 32}
+
+
+def test_export_and_import_keep_the_runs_image_block_and_templates(speech_first_export, tmp_path):
+  out, _, _ = speech_first_export
+  assert read_json(os.path.join(out, "mio_jax.json"))["run_data"] == {"template_set": "paper", "image_tokens": 7}
+  import_hf(out, str(tmp_path / "again"))
+  assert read_json(os.path.join(tmp_path, "again", "model_config.json"))["data"] == {
+      "template_set": "paper", "image_tokens": 7}

@@ -130,7 +130,7 @@ def test_unknown_tokenizer_folder_is_one_line(tmp_path):
   (tmp_path / "config.json").write_text('{"something": 1}')
   with pytest.raises(ConfigError) as e:
     encoders.image_tokenizer_kind(str(tmp_path))
-  assert "\n" not in str(e.value) and "neither a VQGAN nor a SEED config" in str(e.value)
+  assert "\n" not in str(e.value) and "is not a VQGAN, SEED or UniCode2 config" in str(e.value)
 
 
 def test_bad_video_mode_is_one_line(tmp_path):
@@ -184,3 +184,15 @@ def test_packed_rows_hold_32_code_image_blocks(tokenized):
       assert ((body >= lo) & (body < hi)).all() and row[start + 33] == vocab.image_end
       blocks += 1
   assert blocks >= 2
+
+
+@_JOB
+def test_training_steps_on_the_seed_shards_record_the_block_length(tokenized, tmp_path):
+  from mio_jax.generate.load import checkpoint_image_tokens
+  from mio_jax.train.loop import train
+  c = _training_config(tokenized["root"] / "out")
+  c.data.update(source="shards", seq_len=256, global_batch=8, worker_count=0)
+  c.train.update(steps=2, log_every=1, checkpoint_every=2, async_checkpointing=False)
+  result = train(c, str(tmp_path / "run"))
+  assert sorted(result.losses) == [1, 2] and np.isfinite(list(result.losses.values())).all()
+  assert checkpoint_image_tokens(str(tmp_path / "run")) == 32  # generation makes 32-code blocks
