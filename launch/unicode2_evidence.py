@@ -37,7 +37,8 @@ flags.DEFINE_string("workdir", "workdirs/unicode2_evidence", "Where everything g
 flags.DEFINE_integer("num_clusters", 4096, "K: codebook entries (image ids).")
 flags.DEFINE_integer("steps", 96, "Stage 1 steps per mode (the demo's --alignment_steps).")
 flags.DEFINE_list("modes", list(MODES), f"Image-id embeddings to train, of {MODES}.")
-flags.DEFINE_enum("image_head", "separate", ["separate", "tied"], "config.model.image_head of frozen/cascade.")
+flags.DEFINE_enum("image_head", "separate", ["separate", "tied"],
+                  "config.model.image_head of the frozen and cascade modes.")
 # 224 px / patch 16 (a 14 x 14 grid, SigLIP B/16's) gives 196 codes per image, near the demo VQGAN's
 # 256, and 180 x 196 = 35,280 training patches: 8.6 per centroid at K = 4096. Width 64 keeps the
 # tower seconds on 2 cores.
@@ -90,7 +91,8 @@ def codebook(root: str, train_manifest: str) -> dict:
     c.data.embeddings = out["embeddings"]
     fit(c, out["fit"])
   if not os.path.exists(os.path.join(out["tokenizer"], "config.json")):
-    u2.make_tokenizer(out["siglip"], os.path.join(out["fit"], "codebook.npy"), out["tokenizer"], block_size=1024)
+    u2.make_tokenizer(out["siglip"], os.path.join(out["fit"], "codebook.npy"), out["tokenizer"],
+                      block_size=1024)
   fit_metrics = [json.loads(line) for line in open(os.path.join(out["fit"], "metrics.jsonl"))]
   last_pass = [r for r in fit_metrics if "pass_inertia" in r][-1]
   d = int(np.load(os.path.join(out["fit"], "codebook.npy"), mmap_mode="r").shape[1])
@@ -142,10 +144,12 @@ def loss_curve(workdir: str) -> dict:
   steps = sorted(by_step)
   losses = [by_step[s]["loss"] for s in steps]
   every = [s for s in steps if s == 1 or s % FLAGS.table_every == 0 or s == steps[-1]]
-  evals = {r["step"]: {k: v for k, v in r.items() if k.startswith("eval_loss")} for r in rows if "eval_loss" in r}
+  evals = {r["step"]: {k: v for k, v in r.items() if k.startswith("eval_loss")}
+           for r in rows if "eval_loss" in r}
   tps = [by_step[s]["tokens_per_second"] for s in steps[1:] if "tokens_per_second" in by_step[s]]
   return {"first": losses[0], "last": losses[-1], "min": min(losses), "steps": len(losses),
-          "finite": all(math.isfinite(x) for x in losses), "table": {s: round(by_step[s]["loss"], 4) for s in every},
+          "finite": all(math.isfinite(x) for x in losses),
+          "table": {s: round(by_step[s]["loss"], 4) for s in every},
           "eval_loss": evals, "tokens_per_second": round(sorted(tps)[len(tps) // 2], 1) if tps else None}
 
 
@@ -165,7 +169,8 @@ def evaluate(workdir: str, samples: list) -> dict:
   assert abs(gaps.mean() - r.margin) < 1e-4 * max(1.0, abs(r.real)), (gaps.mean(), r.margin)
   pred = predicted_image_codes(model, vocab, samples, stage=1, template_set=template_set)
   return {"pairing": {"samples": r.samples, "real": round(r.real, 4), "mismatched": round(r.mismatched, 4),
-                      "margin": round(r.margin, 4), "margin_stderr": round(float(gaps.std(ddof=1) / len(gaps) ** 0.5), 4),
+                      "margin": round(r.margin, 4),
+                      "margin_stderr": round(float(gaps.std(ddof=1) / len(gaps) ** 0.5), 4),
                       "real_lower_fraction": round(r.wins, 4)},
           "decoder_usage": dict(usage(pred["predicted"], vocab.image_codes),
                                 top1=float((pred["predicted"] == pred["target"]).mean()),
@@ -189,7 +194,8 @@ def report(summary: dict) -> None:
       continue
     lc, p, d = m["loss"], m["pairing"], m["decoder_usage"]
     ev = list(lc["eval_loss"].values())[-1]["eval_loss"] if lc["eval_loss"] else float("nan")
-    print(f"  {mode:<8} {p['margin']:+7.3f}±{p['margin_stderr']:.3f} {p['real']:6.3f} {lc['first']:6.3f}/{lc['last']:.3f}/{lc['min']:.3f} "
+    print(f"  {mode:<8} {p['margin']:+7.3f}±{p['margin_stderr']:.3f} {p['real']:6.3f} "
+          f"{lc['first']:6.3f}/{lc['last']:.3f}/{lc['min']:.3f} "
           f"{ev:6.3f} {d['image_code_loss']:8.3f} {d['used_share']:8.1%} {d['perplexity']:8.0f} "
           f"{lc['tokens_per_second']:7.0f}")
   steps = sorted({s for m in summary["modes"].values() if "loss" in m for s in m["loss"]["table"]})
@@ -233,7 +239,8 @@ def main(argv):
                                  "train": usage(image_codes(training), FLAGS.num_clusters),
                                  # as many training images as held out: what the held-out count is
                                  # to be read against (fewer images use fewer ids whatever the fit)
-                                 "train_subset": usage(image_codes(training[:len(heldout)]), FLAGS.num_clusters)},
+                                 "train_subset": usage(image_codes(training[:len(heldout)]),
+                                                       FLAGS.num_clusters)},
              "modes": {}}
   codebook_npy = os.path.join(book["fit"], "codebook.npy")
   for mode in FLAGS.modes:

@@ -68,7 +68,8 @@ def split_manifest(path: str, out_dir: str, every: int,
   return out["train"], out["heldout"]
 
 
-def split_corpus(sources: dict[str, str], out_dir: str, every: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+def split_corpus(sources: dict[str, str], out_dir: str,
+                 every: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
   """-> (training manifest per kind, held-out manifest per kind of `every`). The kinds of `every` are
   split (`split_manifest`, every[kind]-th row held out), in `every`'s order; every other manifest of
   `sources` trains whole, and its media stay out of the held-out files. launch/demo.py's split."""

@@ -20,7 +20,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K, STEPS = 64, 3
 
-# Tower, fit, tokenization and three short trainings with their compiles in a subprocess: ~40 s on 2 cores.
+# Tower, fit, tokenization and three short trainings with their compiles in a subprocess: ~25 s on 2 cores.
 pytestmark = pytest.mark.slow
 
 
@@ -29,9 +29,10 @@ def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("u2e"))
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # the script sets its own device count
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "unicode2_evidence.py"), f"--workdir={workdir}",
-                         f"--num_clusters={K}", f"--steps={STEPS}", "--siglip_image_size=62", "--siglip_patch_size=14",
-                         "--kmeans_passes=2", "--table_every=2"],
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "unicode2_evidence.py"),
+                         f"--workdir={workdir}", f"--num_clusters={K}", f"--steps={STEPS}",
+                         "--siglip_image_size=62", "--siglip_patch_size=14", "--kmeans_passes=2",
+                         "--table_every=2"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   with open(os.path.join(workdir, "unicode2_evidence.json")) as f:
@@ -67,15 +68,17 @@ def test_summary_has_every_mode_and_its_numbers(run):
     assert m["loss"]["steps"] == STEPS and m["loss"]["finite"] and m["loss"]["tokens_per_second"] > 0
     rows = [json.loads(line) for line in open(os.path.join(m["workdir"], "metrics.jsonl"))]
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
-    assert (m["loss"]["first"], m["loss"]["last"], m["loss"]["min"]) == (losses[1], losses[STEPS], min(losses.values()))
+    curve = (m["loss"]["first"], m["loss"]["last"], m["loss"]["min"])
+    assert curve == (losses[1], losses[STEPS], min(losses.values()))
     assert {int(k) for k in m["loss"]["table"]} == {1, 2, 3}
   assert "UniCode2 at demo scale" in out and "held-out images: " in out
 
 
 def test_split_is_the_demos_and_the_codebook_saw_only_training_patches(run):
   workdir, s, _ = run
-  held = [json.loads(line) for line in open(os.path.join(workdir, "manifests", "heldout", "image_text.jsonl"))]
-  train = [json.loads(line) for line in open(os.path.join(workdir, "manifests", "train", "image_text.jsonl"))]
+  def rows(split):
+    return [json.loads(line) for line in open(os.path.join(workdir, "manifests", split, "image_text.jsonl"))]
+  held, train = rows("heldout"), rows("train")
   assert (len(held), len(train)) == (s["samples"]["heldout"], s["samples"]["train"])
   assert len(held) + len(train) == 200 and not {r["image"] for r in held} & {r["image"] for r in train}
   assert s["codebook"]["points"] == 16 * len(train)  # every patch of every training image
