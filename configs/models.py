@@ -22,6 +22,14 @@ def _model(**kw) -> ml_collections.ConfigDict:
       unpadded_vocab_size=0,  # 0: vocab_size is the tokenizer's (CPU presets: no tensor axis)
       loss_chunk=0,  # tokens per row per chunk of the training loss's logits; 0: all at once
       cpu_tuned_matmuls=False,  # XLA-CPU-only graph rewrites (mio_jax/model/transformer.py)
+      # Image-code ids (UniCode², mio_jax/model/visual_cascade.py, docs/unicode2.md): "table" (MIO's
+      # embedding rows) | "frozen" (frozen centroids -> trainable linear map) | "cascade" (frozen
+      # centroids -> trainable projector MLP + a trainable residual table starting at zero)
+      image_embedding="table",
+      image_codebook="",  # the centroids, float32 [vocab.image_codes, image_code_dim] (.npy | .safetensors)
+      image_code_dim=0,  # the centroids' width: 1152 for SigLIP So400m/14, 768 for B/16
+      image_projector_dim=0,  # the cascade projector's hidden width; 0: embed_dim
+      image_head="separate",  # "separate" (the LM head's own image columns) | "tied" (the same cascade)
   )
   base.update(kw)
   return ml_collections.ConfigDict(base)

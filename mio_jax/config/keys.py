@@ -39,7 +39,8 @@ def check_section(cfg: Any, schema: type, where: str) -> None:
   """Every key of `cfg` is a field of `schema`, and every field not declared optional is a key of
   `cfg`; sections and named entries are checked the same way. Raises ConfigError naming the key."""
   keys = _keys(cfg, where)
-  fields = {f.name: f for f in dataclasses.fields(schema)}
+  # A field marked derived (ModelConfig.image_base, ...) is set by code, never a key.
+  fields = {f.name: f for f in dataclasses.fields(schema) if not f.metadata.get("derived")}
   check_known(keys, fields, where)
   hints = typing.get_type_hints(schema)
   for name, field in fields.items():

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mio_jax.model.transformer import ModelConfig
+from mio_jax.model.visual_cascade import FROZEN, codebook_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +88,25 @@ def pad_vocab(name: str, value: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 
 
 def our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Every parameter's full shape (layers axis included), by "/"-joined path."""
-  v, e, n, h, k, d, m = (cfg.vocab_size, cfg.embed_dim, cfg.num_layers, cfg.num_heads,
-                         cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim)
-  return {
-      "embed/table": (v, e), "blocks/attn_norm/scale": (n, e), "blocks/attn/wq": (n, e, h, d),
+  """Every parameter's full shape (layers axis included), by "/"-joined path. With a visual
+  codebook (mio_jax/model/visual_cascade.py) the table and head hold no rows / columns of the image
+  ids that the cascade serves, and visual/* has no Hugging Face name: the export folds it in."""
+  e, n, h, k, d, m = cfg.embed_dim, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+  shapes = {
+      "embed/table": (cfg.embed_rows, e), "blocks/attn_norm/scale": (n, e), "blocks/attn/wq": (n, e, h, d),
       "blocks/attn/wk": (n, e, k, d), "blocks/attn/wv": (n, e, k, d), "blocks/attn/wo": (n, h, d, e),
       "blocks/mlp_norm/scale": (n, e), "blocks/mlp/gate": (n, e, m), "blocks/mlp/up": (n, e, m),
-      "blocks/mlp/down": (n, m, e), "final_norm/scale": (e,), "lm_head": (e, v),
+      "blocks/mlp/down": (n, m, e), "final_norm/scale": (e,), "lm_head": (e, cfg.head_columns),
   }
+  if cfg.image_embedding != "table":
+    rows, c, hidden = codebook_rows(cfg.image_codes), cfg.image_code_dim, cfg.image_projector_dim or e
+    shapes[f"visual/{FROZEN}"] = (rows, c)
+    if cfg.image_embedding == "frozen":
+      shapes["visual/proj"] = (c, e)
+    else:
+      shapes.update({"visual/proj_in": (c, hidden), "visual/proj_out": (hidden, e),
+                     "visual/residual": (rows, e)})
+  return shapes
 
 
 def hf_shape(entry: TensorMap, our_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -36,22 +36,26 @@ log = logging.getLogger("mio_jax.export")
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
-def model_config_from_shapes(shapes: dict[str, tuple[int, ...]], known: dict, where: str) -> ModelConfig:
-  """ModelConfig from parameter shapes plus `known` fields (norm_eps, rope_theta, ...).
+def model_config_from_shapes(shapes: dict[str, tuple[int, ...]], known: dict, where: str,
+                             vocab=None) -> ModelConfig:
+  """ModelConfig from parameter shapes plus `known` fields (norm_eps, rope_theta, ...); `vocab` (a
+  Vocabulary) places the image ids of a model with a visual codebook, whose table lacks their rows.
 
   Shapes fix every size; a `known` size that disagrees with them raises.
   """
   for name in ("embed/table", "blocks/attn/wq", "blocks/attn/wk", "blocks/mlp/gate"):
     if name not in shapes:
       raise ValueError(f"{where}: parameter {name} is missing from the checkpoint")
-  (vocab, embed), (layers, _, heads, head_dim) = shapes["embed/table"], shapes["blocks/attn/wq"]
-  sizes = dict(vocab_size=vocab, embed_dim=embed, num_layers=layers, num_heads=heads,
+  (rows, embed), (layers, _, heads, head_dim) = shapes["embed/table"], shapes["blocks/attn/wq"]
+  visual = known.get("image_embedding", "table") != "table"
+  vocab_size = rows + (vocab.image_codes if visual and vocab is not None else 0)
+  sizes = dict(vocab_size=vocab_size, embed_dim=embed, num_layers=layers, num_heads=heads,
                num_kv_heads=shapes["blocks/attn/wk"][2], head_dim=head_dim,
                mlp_dim=shapes["blocks/mlp/gate"][2])
   for k, v in sizes.items():
     if k in known and known[k] != v:
       raise ValueError(f"{where}: model config says {k}={known[k]}, the checkpoint's shapes give {v}")
-  return ModelConfig.from_config({**known, **sizes})  # an unknown key in `known`: one line
+  return ModelConfig.from_config({**known, **sizes}, vocab)  # an unknown key in `known`: one line
 
 
 def check_params(shapes: dict[str, tuple[int, ...]], cfg: ModelConfig, where: str) -> None:
@@ -98,16 +102,15 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
   if run_config is None:
     raise ValueError(f"{checkpoint}: no model_config.json in the run directory; pass the training "
                      "config (launch/export.py --config configs/stageN.py:size)")
-  shapes = saved_param_shapes(params_dir)
-  cfg = model_config_from_shapes(shapes, dict(run_config.get("model", {})), params_dir)
-  check_params(shapes, cfg, params_dir)
-
   vocab_cfg = dict(run_config.get("vocab", {}))
   if text_model:
     vocab_cfg["text_model"] = text_model
   if not vocab_cfg.get("text_model") or not with_tokenizer:
     vocab_cfg["text_model"] = None
   vocab = Vocabulary.from_config(vocab_cfg)
+  shapes = saved_param_shapes(params_dir)
+  cfg = model_config_from_shapes(shapes, dict(run_config.get("model", {})), params_dir, vocab)
+  check_params(shapes, cfg, params_dir)
   if vocab.size != cfg.used_vocab_size:
     raise ValueError(f"{params_dir}: config.vocab gives {vocab.size} ids, the model {cfg.used_vocab_size}"
                      + (f" (of {cfg.vocab_size} padded)" if cfg.unpadded_vocab_size else ""))
@@ -130,6 +133,31 @@ def export(checkpoint: str, out_dir: str, *, run_config: dict | None = None,
           "model": dataclasses.asdict(cfg)}
 
 
+class _ImageRows:
+  """A parameter as Hugging Face needs it: with a visual codebook (mio_jax/model/visual_cascade.py)
+  the image ids' effective rows E_eff are spliced into embed_tokens (image_embedding "frozen" or
+  "cascade") and, with image_head "tied", into lm_head, so the export is a plain Llama whose logits
+  are ours. E_eff is computed once, from the saved codebook and map."""
+
+  def __init__(self, params_dir: str, cfg: ModelConfig):
+    self.params_dir, self.cfg, self._rows = params_dir, cfg, None
+
+  def rows(self) -> np.ndarray:
+    if self._rows is None:
+      from mio_jax.model.visual_cascade import effective_image_rows
+      self._rows = effective_image_rows(lambda name: read_param(self.params_dir, name), self.cfg)
+      log.info("computed the %d image ids' effective embeddings", self.cfg.image_codes)
+    return self._rows
+
+  def spliced(self, name: str) -> np.ndarray:
+    value, cfg, base = read_param(self.params_dir, name), self.cfg, self.cfg.image_base
+    if name == "embed/table" and cfg.image_embedding != "table":
+      return np.concatenate([value[:base], self.rows().astype(value.dtype), value[base:]], axis=0)
+    if name == "lm_head" and cfg.image_head == "tied":
+      return np.concatenate([value[:, :base], self.rows().T.astype(value.dtype), value[:, base:]], axis=1)
+    return value
+
+
 def _upload_dir(stage: str, out_dir: str) -> None:
   """Every staged file to `out_dir`, after removing an earlier export's model files there."""
   out = storage.as_path(out_dir)
@@ -149,8 +177,9 @@ def _write_hf(params_dir: str, out_dir: str, cfg: ModelConfig, vocab, dtype: str
   itemsize = np.dtype(out_dtype).itemsize
   planned = {name: math.prod(shape) * itemsize for name, shape in mapping.exported_shapes(cfg).items()}
   writer = safetensors_io.ShardedWriter(out_dir, planned, max_shard_bytes)
+  image_rows = _ImageRows(params_dir, cfg)
   for entry in mapping.PARAM_MAP:
-    value = mapping.strip_vocab_padding(entry.ours, read_param(params_dir, entry.ours), cfg)
+    value = mapping.strip_vocab_padding(entry.ours, image_rows.spliced(entry.ours), cfg)
     for hf_name, tensor in mapping.to_hf_tensors(entry, value):
       writer.add(hf_name, tensor.astype(out_dtype))
     del value

@@ -91,8 +91,9 @@ def _beam_search(graphdef, state, prompt, length_penalty, penalty, *, num_beams,
   logits, cache = model.decode(prompt[None], jnp.ones((1, prompt_len), jnp.int32),
                                jnp.arange(prompt_len, dtype=jnp.int32)[None], cache)
   tile = lambda a, axis: jnp.repeat(a, k, axis=axis)
-  cache = {"k": tile(cache["k"], 1), "v": tile(cache["v"], 1),
-           "segment_ids": tile(cache["segment_ids"], 0), "index": cache["index"]}
+  # Other entries (a tied head's kernel, Transformer.decode) are the same for every beam.
+  cache = {**cache, "k": tile(cache["k"], 1), "v": tile(cache["v"], 1),
+           "segment_ids": tile(cache["segment_ids"], 0)}
   logits = tile(logits[:, -1, :vocab], 0)
   seen = tile(jnp.zeros((1, vocab), bool).at[0, prompt].set(True), 0)
   if layout is not None:
@@ -137,8 +138,8 @@ def _beam_search(graphdef, state, prompt, length_penalty, penalty, *, num_beams,
     # The next running beams: the best k candidates, hits pushed down.
     run_scores, keep = jax.lax.top_k(cand_scores + jnp.where(hit, _FAR, 0.0), k)
     origin, token, run_out = beam[keep], token[keep], cand_out[keep]
-    cache = {"k": cache["k"][:, origin], "v": cache["v"][:, origin],
-             "segment_ids": cache["segment_ids"][origin], "index": cache["index"]}
+    cache = {**cache, "k": cache["k"][:, origin], "v": cache["v"][:, origin],
+             "segment_ids": cache["segment_ids"][origin]}
     seen = seen[origin].at[jnp.arange(k), token].set(True)
     if layout is not None:
       mode_state = constraints.advance(layout, _gather(mode_state, origin), token)

@@ -20,11 +20,11 @@ def load_model(checkpoint: str, *, text_model: str | None = None) -> tuple[Trans
   run = find_run_config(params_dir)
   if run is None:
     raise ValueError(f"{checkpoint}: no model_config.json in it or its parents (written by launch/train.py)")
-  cfg = ModelConfig.from_config(run["model"])
   vocab_cfg = dict(run["vocab"])
   if text_model:
     vocab_cfg["text_model"] = text_model
   vocab = Vocabulary.from_config(vocab_cfg)
+  cfg = ModelConfig.from_config(run["model"], vocab)
   if vocab.size != cfg.used_vocab_size:
     raise ValueError(f"{checkpoint}: vocabulary has {vocab.size} ids, model_config.json's model "
                      f"{cfg.used_vocab_size}")

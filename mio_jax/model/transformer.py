@@ -4,7 +4,8 @@
 
 Blocks are created under `nnx.vmap` so their parameters are stacked on a leading `layers` axis, and
 applied with `nnx.scan` (one compiled block however deep the model), each wrapped in `nnx.remat`
-with the policy named in config.
+with the policy named in config. Image-code ids may instead be embedded (and, tied, scored) through
+UniCode²'s frozen-codebook cascade (config.model.image_embedding, image_head: visual_cascade.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flax import nnx
 from mio_jax.config.keys import ConfigError, check_known
 from mio_jax.model.attention import AttentionKernel, attention, attention_kernel
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
+from mio_jax.model.visual_cascade import IMAGE_EMBEDDINGS, IMAGE_HEADS, VisualCodebook, codebook_rows
 from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain, kv_head_repeats
 
@@ -37,6 +39,8 @@ REMAT_POLICIES = {
 
 # config.model keys read by the attention kernels, not by the model (mio_jax/kernels/block_sizes.py).
 KERNEL_KEYS = ("attention_blocks",)
+# A ModelConfig field with this metadata is no config key: from_config sets it from config.vocab.
+DERIVED = {"derived": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,24 @@ class ModelConfig:
   # matmul over stacked kernels, and an LM head whose weight gradient reads the logits gradient in
   # place. Accelerator presets leave them off: their step is plain autodiff.
   cpu_tuned_matmuls: bool = False
+  # Image-code ids (UniCode², mio_jax/model/visual_cascade.py): "table" (MIO's rows), "frozen"
+  # (frozen centroids through a trainable linear map) or "cascade" (a projector MLP plus a residual
+  # table); the centroids file, float32 [image_codes, image_code_dim]; the projector's hidden width
+  # (0: embed_dim); the image ids' logits from the LM head's own columns ("separate") or from the
+  # same embeddings ("tied").
+  image_embedding: str = "table"
+  image_codebook: str = ""
+  image_code_dim: int = 0
+  image_projector_dim: int = 0
+  image_head: str = "separate"
+  # The vocabulary's image ids [image_base, image_base + image_codes): set by from_config(cfg, vocab).
+  image_base: int = dataclasses.field(default=0, metadata=DERIVED)
+  image_codes: int = dataclasses.field(default=0, metadata=DERIVED)
+
+  @property
+  def uses_image_range(self) -> bool:
+    """Whether the image ids are treated apart from the others (anything but MIO's plain layout)."""
+    return self.image_embedding != "table" or self.image_head == "tied"
 
   @property
   def used_vocab_size(self) -> int:
@@ -72,25 +94,52 @@ class ModelConfig:
     return self.unpadded_vocab_size or self.vocab_size
 
   @classmethod
-  def from_config(cls, cfg) -> "ModelConfig":
+  def config_fields(cls) -> list[dataclasses.Field]:
+    """The fields that are config.model keys (not the DERIVED ones)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
+
+  @classmethod
+  def from_config(cls, cfg, vocab=None) -> "ModelConfig":
     """config.model, or a run's saved model_config.json: a key that is neither a field nor one of
     KERNEL_KEYS, or a missing field without a default, is a one-line ConfigError naming it. Fields
     with defaults may be absent (configs saved before they existed); a training config names them
-    all (mio_jax/config/training.py)."""
-    fields, values = dataclasses.fields(cls), dict(cfg)
+    all (mio_jax/config/training.py). `vocab` (a mio_jax.vocab.Vocabulary) gives the image ids'
+    range, which a model with image_embedding other than "table" or image_head "tied" needs."""
+    fields, values = cls.config_fields(), dict(cfg)
     check_known(values, [f.name for f in fields] + list(KERNEL_KEYS), "config.model")
     for f in fields:
       if f.name not in values and f.default is dataclasses.MISSING:
         raise ConfigError(f"config.model.{f.name} is missing")
-    return cls(**{f.name: values[f.name] for f in fields if f.name in values})
+    image = dict(image_base=vocab.image_base, image_codes=vocab.image_codes) if vocab is not None else {}
+    return cls(**{f.name: values[f.name] for f in fields if f.name in values}, **image)
 
   def num_params(self, include_embedding: bool = True) -> int:
+    """Parameters stored, the frozen codebook included."""
     e, h, k, d, m = self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim
     per_layer = e * d * (2 * h + 2 * k) + 3 * e * m + 2 * e
     total = self.num_layers * per_layer + e
     if include_embedding:
-      total += 2 * self.vocab_size * e
+      total += (self.embed_rows + self.head_columns) * e + self._visual_params()
     return total
+
+  @property
+  def embed_rows(self) -> int:
+    """Rows of the ordinary embedding table: every id, or all but the image ids'."""
+    return self.vocab_size - (self.image_codes if self.image_embedding != "table" else 0)
+
+  @property
+  def head_columns(self) -> int:
+    """Columns of the LM head's own kernel: every id, or all but the tied image ids'."""
+    return self.vocab_size - (self.image_codes if self.image_head == "tied" else 0)
+
+  def _visual_params(self) -> int:
+    if self.image_embedding == "table":
+      return 0
+    rows, c, e = codebook_rows(self.image_codes), self.image_code_dim, self.embed_dim
+    if self.image_embedding == "frozen":
+      return rows * c + c * e
+    hidden = self.image_projector_dim or e
+    return rows * c + c * hidden + hidden * e + rows * e
 
 
 class Attention(nnx.Module):
@@ -159,10 +208,11 @@ class Transformer(nnx.Module):
     backend's tiles); an ahead-of-time compile for another backend passes its own."""
     if cfg.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"config.model.remat_policy={cfg.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
+    _check_image_config(cfg)
     self.cfg = cfg
     kernel = kernel or attention_kernel(cfg.attention_impl)
     pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
-    self.embed = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dt, param_dtype=pd, rngs=rngs)
+    self.embed = Embedding(cfg.embed_rows, cfg.embed_dim, dtype=dt, param_dtype=pd, rngs=rngs)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=0, out_axes=0)
@@ -171,12 +221,51 @@ class Transformer(nnx.Module):
 
     self.blocks = make_blocks(rngs)
     self.final_norm = RMSNorm(cfg.embed_dim, eps=cfg.norm_eps, param_dtype=pd, rngs=rngs)
-    self.lm_head = param(rngs, fan_in_init(cfg.embed_dim), (cfg.embed_dim, cfg.vocab_size),
+    self.lm_head = param(rngs, fan_in_init(cfg.embed_dim), (cfg.embed_dim, cfg.head_columns),
                          ("embed", "vocab"), pd)
+    if cfg.image_embedding != "table":
+      self.visual = VisualCodebook(cfg, rngs=rngs)
+
+  def embed_ids(self, ids: jax.Array) -> jax.Array:
+    """Input embeddings [batch, length, embed]: the table's rows, image ids through the visual
+    cascade when config.model.image_embedding asks (mio_jax/model/visual_cascade.py)."""
+    cfg = self.cfg
+    if cfg.image_embedding == "table":
+      return self.embed(ids)
+    code = ids - cfg.image_base
+    is_image = (code >= 0) & (code < cfg.image_codes)
+    # The table holds every id but the image ones: ids after the image block move down by its size.
+    rows = jnp.where(code >= cfg.image_codes, ids - cfg.image_codes, jnp.where(is_image, 0, ids))
+    image = self.visual.embed(jnp.clip(code, 0, cfg.image_codes - 1))
+    x = jnp.where(is_image[..., None], image, self.embed(rows))
+    return constrain(x, ("batch", "residual_length", "act_embed"))
+
+  def head_kernel(self) -> jax.Array:
+    """The LM head's kernel [embed, vocab_size] in the param dtype: the lm_head parameter, or with
+    image_head "tied" its columns with the image ids' E_eff spliced in at image_base."""
+    return self.head(None)[1]
+
+  def head(self, hidden: jax.Array | None) -> tuple[jax.Array | None, jax.Array]:
+    """(hidden, head_kernel()) for final-norm `hidden` that the kernel will score; tied to the
+    visual cascade, the two pass an optimization barrier together (VisualCodebook.table)."""
+    head = self.lm_head[...]
+    cfg = self.cfg
+    if cfg.image_head == "separate":
+      return hidden, head
+    base, codes = cfg.image_base, cfg.image_codes
+    if cfg.image_embedding == "table":
+      table = self.embed.table[...]
+      if hidden is not None:  # ordered after the layer stack, as VisualCodebook.table explains
+        hidden, table = jax.lax.optimization_barrier((hidden, table))
+      image = table[base:base + codes]
+    else:
+      image, hidden = self.visual.table(codes, hidden)
+    kernel = jnp.concatenate([head[:, :base], image.T.astype(head.dtype), head[:, base:]], axis=1)
+    return hidden, constrain(kernel, ("embed", "vocab"))
 
   def hidden_states(self, ids: jax.Array, segment_ids: jax.Array, positions: jax.Array) -> jax.Array:
     """Final-norm hidden states [batch, length, embed] for token ids [batch, length]."""
-    x = self.embed(ids)
+    x = self.embed_ids(ids)
     policy = REMAT_POLICIES[self.cfg.remat_policy]
 
     def apply_block(x, block):
@@ -192,8 +281,12 @@ class Transformer(nnx.Module):
     # Whole rows again for the LM head, whose vocabulary is what the tensor axis splits there.
     return constrain(self.final_norm(x), ("batch", "length", "act_embed"))
 
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    kernel = self.lm_head[...].astype(hidden.dtype)
+  def logits(self, hidden: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
+    """Logits [batch, length, vocab] of final-norm hidden states; `kernel`: head_kernel(), when
+    the caller already has it."""
+    if kernel is None:
+      hidden, kernel = self.head(hidden)
+    kernel = kernel.astype(hidden.dtype)
     if self.cfg.cpu_tuned_matmuls:
       out = lm_head_cpu(hidden, kernel)
     else:
@@ -209,20 +302,28 @@ class Transformer(nnx.Module):
     """Logits for a chunk `ids` [batch, t] placed at cache slot cache["index"], and the new cache.
 
     cache (mio_jax.generate.decode.init_cache): "k", "v" [layers, batch, slots, kv_heads, head_dim],
-    "segment_ids" [batch, slots] (0 = unwritten), "index" int32 scalar (next free slot).
+    "segment_ids" [batch, slots] (0 = unwritten), "index" int32 scalar (next free slot). With
+    image_head "tied" the returned cache also holds "head", the LM head's kernel computed once at
+    prefill (E_eff over the whole codebook is not recomputed for every token).
     """
     index = cache["index"]
+    head = cache.get("head")
     kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, index))
 
     def apply_block(x, block, k, v):
       x, kv = block(x, segment_ids, positions, (k, v, kv_segment_ids, index))
       return x, kv
 
-    x = self.embed(ids)
+    x = self.embed_ids(ids)
     x, (k, v) = nnx.scan(apply_block, in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0))(
         x, self.blocks, cache["k"], cache["v"])
-    logits = self.logits(self.final_norm(x))
-    return logits, {"k": k, "v": v, "segment_ids": kv_segment_ids, "index": index + ids.shape[1]}
+    hidden = self.final_norm(x)
+    if head is None and self.cfg.image_head == "tied":
+      hidden, head = self.head(hidden)
+      head = head.astype(self.cfg.dtype)
+    logits = self.logits(hidden, head)
+    new_cache = {"k": k, "v": v, "segment_ids": kv_segment_ids, "index": index + ids.shape[1]}
+    return logits, new_cache if head is None else {**new_cache, "head": head}
 
 
 @jax.custom_vjp
@@ -248,6 +349,19 @@ def _lm_head_bwd(residuals, d_logits):
 
 
 lm_head_cpu.defvjp(_lm_head_fwd, _lm_head_bwd)
+
+
+def _check_image_config(cfg: ModelConfig) -> None:
+  """A model that cannot be built from these image settings (validate says it earlier, per key)."""
+  if cfg.image_embedding not in IMAGE_EMBEDDINGS:
+    raise ValueError(f"config.model.image_embedding={cfg.image_embedding!r} is not one of {IMAGE_EMBEDDINGS}")
+  if cfg.image_head not in IMAGE_HEADS:
+    raise ValueError(f"config.model.image_head={cfg.image_head!r} is not one of {IMAGE_HEADS}")
+  if cfg.uses_image_range and cfg.image_codes < 1:
+    raise ValueError(f"image_embedding={cfg.image_embedding!r}, image_head={cfg.image_head!r} need the "
+                     "vocabulary's image ids: build the config with ModelConfig.from_config(cfg, vocab)")
+  if cfg.image_embedding != "table" and cfg.image_code_dim < 1:
+    raise ValueError(f"config.model.image_code_dim={cfg.image_code_dim} must be the centroids' width")
 
 
 def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:

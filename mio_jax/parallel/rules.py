@@ -32,6 +32,8 @@ _ACTIVATION_RULES: Rules = (
     ("act_kv_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
+    # The whole visual codebook run through the tied head's projector: its rows split over fsdp.
+    ("act_codebook", "fsdp"),
 )
 
 # ZeRO-3 style: every weight's embed dim split over fsdp, tensor-parallel dims over tensor.
@@ -44,6 +46,10 @@ _FSDP_PARAM_RULES: Rules = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("norm", None),
+    # The visual codebook tables (UniCode², mio_jax/model/visual_cascade.py) split on their width,
+    # not their rows: a token's row is then gathered where it lies, with no all-gathered batch.
+    ("codebook", None),
+    ("code_dim", "fsdp"),
 )
 
 
@@ -54,7 +60,7 @@ def _replace(rules: Rules, **axes) -> Rules:
 RULE_SETS: dict[str, Rules] = {
     "fsdp": _ACTIVATION_RULES + _FSDP_PARAM_RULES,
     # Pure tensor parallelism: weights replicated over data/fsdp, split over tensor only.
-    "tensor": _ACTIVATION_RULES + _replace(_FSDP_PARAM_RULES, embed=None),
+    "tensor": _ACTIVATION_RULES + _replace(_FSDP_PARAM_RULES, embed=None, code_dim=None, codebook="tensor"),
     # Plain data parallelism: every weight replicated.
     "data": _ACTIVATION_RULES + tuple((name, None) for name, _ in _FSDP_PARAM_RULES),
 }

@@ -17,7 +17,7 @@ from mio_jax.model.transformer import ModelConfig
 from mio_jax.parallel import mesh as mesh_lib
 from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.parallel.tpu_topologies import compile_only_topology, parse_slice
-from mio_jax.train.code_order import with_concrete_code_order
+from mio_jax.train.code_order import training_vocab, with_concrete_code_order
 from mio_jax.train.compile import attention_kernel_for, lower_step, memory_stats, train_step_fn
 from mio_jax.train.metrics import train_flops_per_token
 from mio_jax.train.state import abstract_train_state, make_optimizer
@@ -41,7 +41,7 @@ def compile_for_topology(config, topology: str, num_slices: int = 1) -> dict:
   config = with_concrete_code_order(config)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   rules = get_rules(config.sharding.rules)
-  model_cfg = ModelConfig.from_config(config.model)
+  model_cfg = ModelConfig.from_config(config.model, training_vocab(config))
   tx, schedule = make_optimizer(config.optimizer, config.train.steps)
   batch_sharding = NamedSharding(mesh, batch_spec())
   chip = tpu_slice.chip

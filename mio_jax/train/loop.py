@@ -24,7 +24,7 @@ from mio_jax.parallel.rules import activation_sharding, batch_spec, get_rules
 from mio_jax.train import checkpoint as ckpt
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import schedules
-from mio_jax.train.code_order import with_concrete_code_order
+from mio_jax.train.code_order import training_vocab, with_concrete_code_order
 from mio_jax.train.compile import attention_kernel_for, compile_step, train_step_fn
 from mio_jax.train.divergence import NonFiniteGuard
 from mio_jax.train.eval_samples import EvalSamples
@@ -77,7 +77,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
     save_run_config(workdir, config)  # lets the export and the next stage rebuild the model
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = get_rules(config.sharding.rules)
-  model_cfg = ModelConfig.from_config(config.model)
+  model_cfg = ModelConfig.from_config(config.model, training_vocab(config))
   tc = config.train
   manager = ckpt.make_manager(workdir, keep=tc.keep_checkpoints, keep_period=tc.keep_period,
                               async_save=tc.async_checkpointing)

@@ -15,7 +15,6 @@ WORKDIR may be local or gs:// (mio_jax.storage). The train loop writes it once a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -36,11 +35,13 @@ def run_config_dict(config) -> dict:
   concrete one ("from_init" resolved: mio_jax/train/code_order.py), so readers need no init."""
   from mio_jax.train.code_order import concrete_vocab  # it reads run configs with this module
 
-  model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  model_fields = {f.name for f in ModelConfig.config_fields()}
   model = {k: v for k, v in _plain(config.model).items() if k in model_fields}
   vocab = {k: v for k, v in concrete_vocab(config).items() if k in _VOCAB_KEYS}
   if vocab.get("text_model"):  # recorded absolute: the export may run from another directory
     vocab["text_model"] = storage.as_str(vocab["text_model"])
+  if model.get("image_codebook"):
+    model["image_codebook"] = storage.as_str(model["image_codebook"])
   out = {"model": model, "vocab": vocab}
   data = config.get("data") if hasattr(config, "get") else None
   if data is not None and "template_set" in data:

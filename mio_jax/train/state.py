@@ -3,6 +3,11 @@
 Parameters are a plain nested dict of arrays (`nnx.to_pure_dict` of the model), so checkpoints and
 the PyTorch export see simple names like `blocks/attn/wq`. The model's graph definition stays static
 and re-joins the params inside the step with `nnx.merge`.
+
+A frozen parameter (the visual codebook, mio_jax/model/visual_cascade.py) is a param like the others
+(checkpointed once, sharded, restored, exported) but the optimizer never sees it: its state is
+built over `split_frozen(params)[0]`, so it holds no moments of it, and the step differentiates and
+updates only those parameters (mio_jax/train/step.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mio_jax.model.attention import AttentionKernel
 from mio_jax.model.transformer import ModelConfig, Transformer
+from mio_jax.model.visual_cascade import split_frozen, with_codebook
 from mio_jax.parallel.rules import Rules, named_sharding
 from mio_jax.train.schedules import ScheduleSpec, build_schedule, schedule_spec
 
@@ -73,8 +79,16 @@ def _set_path(tree: dict, path: tuple, value) -> None:
   tree[path[-1]] = value
 
 
-def init_params(model_cfg: ModelConfig, seed: int) -> dict:
-  return nnx.to_pure_dict(nnx.state(Transformer(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+def init_params(model_cfg: ModelConfig, seed: int, *, read_codebook: bool = True) -> dict:
+  """Fresh parameters; the frozen visual codebook read from config.model.image_codebook, or left
+  zero with read_codebook=False (inside a jitted init, which create_train_state fills after)."""
+  params = nnx.to_pure_dict(nnx.state(Transformer(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+  return with_codebook(params, model_cfg) if read_codebook else params
+
+
+def init_opt_state(tx: optax.GradientTransformation, params: dict):
+  """The optimizer's state for `params`: over the trainable ones only (the frozen codebook has none)."""
+  return tx.init(split_frozen(params)[0])
 
 
 def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.GradientTransformation,
@@ -86,7 +100,7 @@ def state_shardings(mesh: Mesh, rules: Rules, param_axes: dict, tx: optax.Gradie
                           abstract_state.params, is_leaf=is_names)
   replicated = NamedSharding(mesh, P())
   opt_sh = optax.tree_map_params(
-      tx, lambda _, sh: sh, abstract_state.opt_state, param_sh,
+      tx, lambda _, sh: sh, abstract_state.opt_state, split_frozen(param_sh)[0],
       transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
   return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
 
@@ -98,8 +112,8 @@ def abstract_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformatio
   graphdef, _, axes = model_graphdef_and_axes(model_cfg, kernel)
 
   def init() -> TrainState:
-    params = init_params(model_cfg, seed)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    params = init_params(model_cfg, seed, read_codebook=False)  # no 2.3 GB constant in the program
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=init_opt_state(tx, params))
 
   abstract = jax.eval_shape(init)
   shardings = state_shardings(mesh, rules, axes, tx, abstract)
@@ -113,8 +127,12 @@ def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
                        ) -> tuple[TrainState, TrainState, nnx.GraphDef]:
   """Initialise the state directly in its sharded layout (no host ever holds the whole model).
 
-  Returns (state, its shardings, the model graphdef).
+  Returns (state, its shardings, the model graphdef). The frozen visual codebook is read from its
+  file straight into its sharded layout, each process reading the rows its devices hold.
   """
   init, _, shardings, graphdef = abstract_train_state(model_cfg, tx, seed, mesh, rules, kernel)
   state = jax.jit(init, out_shardings=shardings)()
+  if model_cfg.image_embedding != "table":
+    sharding = shardings.params["visual"]["frozen_codebook"]
+    state = state.replace(params=with_codebook(state.params, model_cfg, sharding))
   return state, shardings, graphdef

@@ -2,7 +2,8 @@
 
 `train_step(state, batch) -> (state, metrics)` is pure. Gradient accumulation splits the global
 batch into `grad_accum_steps` micro-batches and scans over them, summing token-weighted losses so
-the update equals the one on the whole batch.
+the update equals the one on the whole batch. Frozen parameters (the visual codebook) are neither
+differentiated nor updated: they come back bit-identical (mio_jax/model/visual_cascade.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import optax
 from flax import nnx
 
 from mio_jax.model.token_logprobs import cross_entropy
+from mio_jax.model.visual_cascade import merge_frozen, split_frozen
 from mio_jax.parallel.rules import constrain
 from mio_jax.train.chunked_loss import chunked_token_losses
 from mio_jax.train.state import TrainState
@@ -42,7 +44,8 @@ def token_losses(model, batch: dict, z_loss: float = 0.0) -> tuple[jax.Array, ja
   and the held-out evaluation (mio_jax/train/evaluation.py) both score tokens here."""
   if model.cfg.loss_chunk:  # logits a chunk at a time (mio_jax/train/chunked_loss.py)
     hidden = model.hidden_states(batch["inputs"], batch["segment_ids"], batch["positions"])
-    return chunked_token_losses(hidden, model.lm_head[...], batch["targets"], z_loss=z_loss,
+    hidden, kernel = model.head(hidden)  # the head's kernel: lm_head, or tied to the visual cascade
+    return chunked_token_losses(hidden, kernel, batch["targets"], z_loss=z_loss,
                                 chunk=model.cfg.loss_chunk, used_vocab=model.cfg.used_vocab_size)
   logits = model(batch["inputs"], batch["segment_ids"], batch["positions"])
   return cross_entropy(logits, batch["targets"], z_loss=z_loss)
@@ -59,8 +62,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
   optax.apply_if_finite does, without changing the optimizer state's structure).
   """
 
-  def summed_loss(params, batch):
-    loss, nll = token_losses(nnx.merge(graphdef, params), batch, z_loss)
+  def summed_loss(trainable, frozen, batch):
+    loss, nll = token_losses(nnx.merge(graphdef, merge_frozen(trainable, frozen)), batch, z_loss)
     mask = batch["loss_mask"].astype(jnp.float32)
     sums = {"loss": jnp.sum(nll * mask), "tokens": jnp.sum(mask)}
     for name, m in modality_masks(batch["targets"], modality_ranges).items():
@@ -71,28 +74,29 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
   grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    trainable, frozen = split_frozen(state.params)  # gradients and updates: the trainable only
     if grad_accum_steps == 1:
-      (_, sums), grads = grad_fn(state.params, batch)
+      (_, sums), grads = grad_fn(trainable, frozen, batch)
     else:
       micro = jax.tree.map(lambda x: split_micro_batches(x, grad_accum_steps), batch)
 
       def accumulate(carry, micro_batch):
         micro_batch = jax.tree.map(lambda x: constrain(x, ("batch", "length")), micro_batch)
-        (_, sums), grads = grad_fn(state.params, micro_batch)
+        (_, sums), grads = grad_fn(trainable, frozen, micro_batch)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-      _, sums_shape = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))[0]
+      _, sums_shape = jax.eval_shape(grad_fn, trainable, frozen, jax.tree.map(lambda x: x[0], micro))[0]
       # The gradient carry is laid out like the params it sums into (zeros_like keeps their
       # sharding), not replicated: at 7B an unsharded carry alone would not fit a chip.
-      zeros = (jax.tree.map(jnp.zeros_like, state.params),
+      zeros = (jax.tree.map(jnp.zeros_like, trainable),
                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro)
 
     # Token-weighted mean over the whole global batch.
     tokens = jnp.maximum(sums["tokens"], 1.0)
     grads = jax.tree.map(lambda g: g / tokens, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = merge_frozen(optax.apply_updates(trainable, updates), frozen)
     loss, grad_norm = sums["loss"] / tokens, optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if skip_nonfinite:

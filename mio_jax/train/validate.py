@@ -14,6 +14,7 @@ from mio_jax.config.training import check_config_keys
 from mio_jax.data import job_index
 from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
+from mio_jax.model.visual_cascade import IMAGE_EMBEDDINGS, IMAGE_HEADS, check_codebook_file
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
@@ -101,13 +102,17 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if m.vocab_size < used:
     raise ConfigError(f"config.model.vocab_size={m.vocab_size} is smaller than "
                       f"config.model.unpadded_vocab_size={used}")
+  _check_image_embedding(m, vocab)
 
   try:
     get_rules(config.sharding.rules)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  for key, size, axis in (("num_heads", m.num_heads, "tensor"), ("mlp_dim", m.mlp_dim, "tensor"),
-                          ("vocab_size", m.vocab_size, "tensor"), ("embed_dim", m.embed_dim, "fsdp")):
+  divisible = [("num_heads", m.num_heads, "tensor"), ("mlp_dim", m.mlp_dim, "tensor"),
+                ("vocab_size", m.vocab_size, "tensor"), ("embed_dim", m.embed_dim, "fsdp")]
+  if m.image_embedding != "table":  # else the frozen codebook would sit whole on every chip
+    divisible.append(("image_code_dim", m.image_code_dim, "fsdp"))
+  for key, size, axis in divisible:
     if size % axes[axis]:
       raise ConfigError(f"config.model.{key}={size} is not divisible by the {axis} axis ({axes[axis]})")
   # Fewer KV heads than tensor shards: each is repeated (rules.kv_head_repeats), its weights replicated.
@@ -138,6 +143,26 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
   if e.samples and not e.every:
     raise ConfigError(f"config.eval.samples={e.samples} needs evaluation on: set config.eval.every > 0")
   return axes
+
+
+def _check_image_embedding(m, vocab) -> None:
+  """UniCode²'s visual codebook settings (mio_jax/model/visual_cascade.py); reads the centroids
+  file's header, not its data."""
+  if m.image_embedding not in IMAGE_EMBEDDINGS:
+    raise ConfigError(f"config.model.image_embedding={m.image_embedding!r} is not one of "
+                      f"{', '.join(IMAGE_EMBEDDINGS)}")
+  if m.image_head not in IMAGE_HEADS:
+    raise ConfigError(f"config.model.image_head={m.image_head!r} is not one of {', '.join(IMAGE_HEADS)}")
+  if m.image_projector_dim < 0:
+    raise ConfigError(f"config.model.image_projector_dim={m.image_projector_dim} must be 0 (embed_dim) "
+                      "or a width")
+  if (m.image_embedding != "table" or m.image_head == "tied") and vocab.image_codes < 1:
+    raise ConfigError(f"config.model.image_embedding={m.image_embedding!r} with image_head="
+                      f"{m.image_head!r} needs image codes, but config.vocab.image_codes={vocab.image_codes}")
+  if m.image_embedding != "table":
+    problem = check_codebook_file(m, vocab.image_codes)
+    if problem:
+      raise ConfigError(problem)
 
 
 def _check_schedule(opt) -> None:
