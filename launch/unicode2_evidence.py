@@ -95,8 +95,11 @@ def codebook(root: str, train_manifest: str) -> dict:
                       block_size=1024)
   fit_metrics = [json.loads(line) for line in open(os.path.join(out["fit"], "metrics.jsonl"))]
   last_pass = [r for r in fit_metrics if "pass_inertia" in r][-1]
-  d = int(np.load(os.path.join(out["fit"], "codebook.npy"), mmap_mode="r").shape[1])
-  return dict(out, points=points, dim=d, points_per_centroid=round(points / FLAGS.num_clusters, 2),
+  k, d = np.load(os.path.join(out["fit"], "codebook.npy"), mmap_mode="r").shape
+  if k != FLAGS.num_clusters:  # a rerun reuses the workdir's parts: they must be this run's
+    sys.exit(f"error: {out['fit']} holds a K = {k} codebook, not --num_clusters={FLAGS.num_clusters}: "
+             "use another --workdir")
+  return dict(out, points=points, dim=int(d), points_per_centroid=round(points / FLAGS.num_clusters, 2),
               fit_last_pass={k: last_pass[k] for k in ("pass_inertia", "used_share", "usage_perplexity")})
 
 
@@ -248,7 +251,7 @@ def main(argv):
     if mode != "table" and "image_embedding" not in config.model:
       summary["modes"][mode] = {"skipped": "config.model.image_embedding is not in this checkout"}
       continue
-    workdir = os.path.join(root, f"stage1_{mode}")
+    workdir = os.path.join(root, f"stage1_{mode}" + ("_tied" if FLAGS.image_head == "tied" else ""))
     log_time(log, f"stage 1 ({mode})", train, config, workdir)
     result = log_time(log, f"evaluate ({mode})", evaluate, workdir, heldout)
     summary["modes"][mode] = dict(result, loss=loss_curve(workdir), workdir=workdir)
