@@ -134,10 +134,9 @@ def stage1_config(mode: str, tokens: dict, codes_per_image: int, codebook_npy: s
   c.eval.update(mixed_shards=tokens["heldout"], pairing_samples=0)
   c.train.update(steps=FLAGS.steps, log_every=1, checkpoint_every=FLAGS.steps)
   c.eval.every = FLAGS.steps
-  if "image_embedding" in c.model:  # the decoder's image-id modes (docs/unicode2.md)
-    c.model.update(image_embedding=mode, image_head=FLAGS.image_head)
-    if mode != "table":
-      c.model.update(image_codebook=codebook_npy, image_code_dim=dim)
+  c.model.update(image_embedding=mode, image_head=FLAGS.image_head)  # docs/unicode2.md
+  if mode != "table":
+    c.model.update(image_codebook=codebook_npy, image_code_dim=dim)
   return c
 
 
@@ -192,9 +191,6 @@ def report(summary: dict) -> None:
   print(f"  {'mode':<8} {'margin':>14} {'real':>6} {'loss first/last/min':>20} {'eval':>6} {'img loss':>8} "
         f"{'pred ids':>8} {'pred ppl':>8} {'tok/s':>7}")
   for mode, m in summary["modes"].items():
-    if "skipped" in m:
-      print(f"  {mode:<8} not run: {m['skipped']}")
-      continue
     lc, p, d = m["loss"], m["pairing"], m["decoder_usage"]
     ev = list(lc["eval_loss"].values())[-1]["eval_loss"] if lc["eval_loss"] else float("nan")
     print(f"  {mode:<8} {p['margin']:+7.3f}±{p['margin_stderr']:.3f} {p['real']:6.3f} "
@@ -248,9 +244,6 @@ def main(argv):
   codebook_npy = os.path.join(book["fit"], "codebook.npy")
   for mode in FLAGS.modes:
     config = stage1_config(mode, tokens, codes_per_image, codebook_npy, book["dim"])
-    if mode != "table" and "image_embedding" not in config.model:
-      summary["modes"][mode] = {"skipped": "config.model.image_embedding is not in this checkout"}
-      continue
     workdir = os.path.join(root, f"stage1_{mode}" + ("_tied" if FLAGS.image_head == "tied" else ""))
     log_time(log, f"stage 1 ({mode})", train, config, workdir)
     result = log_time(log, f"evaluate ({mode})", evaluate, workdir, heldout)
