@@ -49,8 +49,11 @@ def best_of_three(folder, x, algorithm, tmp_path):
   return min(runs)
 
 
-@pytest.mark.parametrize("data,algorithm", [("blobs", "lloyd"), ("blobs", "minibatch"),
-                                            ("patches", "lloyd"), ("patches", "minibatch")])
+# Lloyd on the blobs runs by default; the other three fits (~3 s each on 2 cores) in the slow set.
+@pytest.mark.parametrize("data,algorithm", [("blobs", "lloyd"),
+                                            pytest.param("blobs", "minibatch", marks=pytest.mark.slow),
+                                            pytest.param("patches", "lloyd", marks=pytest.mark.slow),
+                                            pytest.param("patches", "minibatch", marks=pytest.mark.slow)])
 def test_inertia_near_scikit_learn(datasets, data, algorithm, tmp_path):
   folder, x, reference = datasets[data]
   ours = best_of_three(folder, x, algorithm, str(tmp_path))

@@ -53,7 +53,7 @@ def _numpy_nll(model, ids):
   return -logp[np.arange(n - 1), ids[1:]]
 
 
-@pytest.mark.parametrize("stage", [1, 3])
+@pytest.mark.parametrize("stage", [pytest.param(1, marks=pytest.mark.slow), 3])  # stage 1: ~6 s, slow set
 def test_perplexity_per_modality_equals_numpy_from_the_logits(model, stage):
   # batch_size 4 over 6 samples: a second, short batch filled with copies, lengths padded to 64.
   report = modality_perplexity(model, VOCAB, SAMPLES, stage=stage, batch_size=4)

@@ -22,7 +22,10 @@ def cascade_config(embedding: str, head: str):
                              image_codes=VOCAB.image_codes)
 
 
-@pytest.mark.parametrize("embedding,head", [("cascade", "tied"), ("frozen", "separate"), ("table", "tied")])
+# The cascade with the tied head compiles the codebook pass (~10 s on 2 cores): slow set; the frozen
+# map and the tied head (on the table) stay in the default run.
+@pytest.mark.parametrize("embedding,head", [pytest.param("cascade", "tied", marks=pytest.mark.slow),
+                                            ("frozen", "separate"), ("table", "tied")])
 def test_exported_llama_logits_equal_ours(tmp_path, embedding, head):
   cfg = cascade_config(embedding, head)
   params = random_params(cfg, seed=3)

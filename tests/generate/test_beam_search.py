@@ -144,6 +144,7 @@ def test_unconstrained_transformers_beams_break_the_layout(models):
              for s in seqs for k in range(len(s)))
 
 
+@pytest.mark.slow  # ~2.5-3 s on 2 cores; beams against transformers stay
 def test_one_beam_is_greedy(models):
   _, ours = models
   ids, _ = beam_search(ours, PROMPT, num_beams=1, max_new_tokens=5)
@@ -151,6 +152,7 @@ def test_one_beam_is_greedy(models):
   assert ids.tolist() == greedy[0].tolist()
 
 
+@pytest.mark.slow  # ~2.5-3 s on 2 cores; beams against transformers stay
 def test_stop_after_media_ends_beams_at_the_closing_tag(models):
   _, ours = models
   prompt = [1, 5, 9, VOCAB.image_start]

@@ -4,6 +4,7 @@ prefers no structure, so the block layouts checked here come from the constraint
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from mio_jax.generate import constraints
@@ -66,11 +67,13 @@ def test_speech_output_is_four_equal_parts_each_in_its_layer():
   assert len(lengths) > 1  # n is the model's choice, not a constant
 
 
+@pytest.mark.slow  # ~2.5-4 s on 2 cores; the layout's state machine and block tests stay
 def test_without_constraints_the_same_model_breaks_the_layouts():
   outs = sample([1, 7, VOCAB.image_start], None, new=5)
   assert not all(in_range(row, "image") for row in outs.tolist())
 
 
+@pytest.mark.slow  # ~2.5-4 s on 2 cores; the layout's state machine and block tests stay
 def test_prompt_ending_inside_a_block_resumes_its_state():
   # Prompt already holds 3 of the 5 image codes: exactly 2 more, then </image>.
   prompt = [1, VOCAB.image_start] + [VOCAB.image_base + c for c in (1, 2, 3)]
@@ -100,6 +103,7 @@ def test_state_machine_by_hand():
   assert int(state.mode[0]) == constraints.TEXT
 
 
+@pytest.mark.slow  # ~2.5-4 s on 2 cores; the layout's state machine and block tests stay
 def test_stop_after_media_ends_each_row_at_its_closing_tag():
   model = Transformer(CFG, rngs=nnx.Rngs(3))
   for opener, closer in ((VOCAB.image_start, VOCAB.image_end), (VOCAB.speech_start, VOCAB.speech_end)):
@@ -133,6 +137,7 @@ def test_tags_written_in_text_leave_the_prompt_in_text_mode():
   assert state([VOCAB.image_start, 30, VOCAB.image_start, VOCAB.image_base]) == (constraints.IMAGE, 0, 1, 0)
 
 
+@pytest.mark.slow  # ~2.5-4 s on 2 cores; the layout's state machine and block tests stay
 def test_voice_mode_prompt_ending_in_spch_gets_four_equal_parts():
   for row in sample(VOICE_SYSTEM + TTS_REQUEST + [VOCAB.speech_start], LAYOUT).tolist():
     body = row[:row.index(VOCAB.speech_end)]

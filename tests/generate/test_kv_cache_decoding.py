@@ -37,6 +37,7 @@ def test_cached_logits_equal_full_forward():
   assert int(cache["index"]) == len(seq)
 
 
+@pytest.mark.slow  # ~3.5-4 s on 2 cores; cached logits against the full forward stay
 def test_left_padded_row_decodes_as_alone():
   model = Transformer(CFG, rngs=nnx.Rngs(1))
   short, long = [3, 4, 5], [7, 8, 9, 10, 11]
@@ -61,6 +62,7 @@ def test_greedy_generation_equals_repeated_full_argmax():
   assert not bool(done[0])
 
 
+@pytest.mark.slow  # ~3.5-4 s on 2 cores; cached logits against the full forward stay
 def test_generation_stops_on_stop_id_and_pads_with_it():
   model = Transformer(CFG, rngs=nnx.Rngs(2))
   prompt = [1, 17, 33, 5]

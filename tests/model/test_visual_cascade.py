@@ -128,6 +128,7 @@ def test_tied_head_scores_image_ids_with_their_embeddings(centroids, mode):
   np.testing.assert_allclose(logits[..., BASE + K:], hidden @ head[:, BASE:], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # compiles a step or a mesh (4-7 s on 2 cores); the embedding and head oracles stay
 def test_chunked_loss_equals_plain_loss_with_the_tied_cascade(centroids):
   cfg = config(centroids[0], "cascade", "tied")
   params = trained_looking(init_params(cfg, 0))
@@ -151,6 +152,7 @@ def test_chunked_loss_equals_plain_loss_with_the_tied_cascade(centroids):
   assert np.abs(plain_grad["visual"]["residual"]).max() > 0
 
 
+@pytest.mark.slow  # compiles a step or a mesh (4-7 s on 2 cores); the embedding and head oracles stay
 def test_train_step_leaves_the_frozen_codebook_out_of_the_optimizer(centroids):
   from mio_jax.train.synthetic_batches import synthetic_row
 
@@ -177,6 +179,7 @@ def test_train_step_leaves_the_frozen_codebook_out_of_the_optimizer(centroids):
   assert jax.tree.structure(new.opt_state) == jax.tree.structure(state.opt_state)
 
 
+@pytest.mark.slow  # compiles a step or a mesh (4-7 s on 2 cores); the embedding and head oracles stay
 def test_cached_decoding_with_the_tied_cascade_equals_full_forward(centroids):
   from mio_jax.generate.decode import init_cache
 
@@ -204,6 +207,7 @@ def test_beam_search_runs_with_the_cached_tied_head(centroids):
   assert out.shape == (3,) and np.isfinite(np.asarray(scores)).all()
 
 
+@pytest.mark.slow  # compiles a step or a mesh (4-7 s on 2 cores); the embedding and head oracles stay
 def test_codebook_is_split_over_fsdp_loaded_and_restored_bit_equal(centroids, tmp_path):
   from run_helpers import save_our_checkpoint
 

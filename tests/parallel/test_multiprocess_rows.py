@@ -43,6 +43,7 @@ def run(num_processes, devices_per_process, **args) -> list[dict]:
           for r in results]
 
 
+@pytest.mark.slow  # two real processes (~3.5 s); the process-pair case stays
 def test_tensor_across_two_processes_both_feed_the_whole_batch():
   # Each process its own node; tensor=2 over the two, fsdp=4 inside: every row lives on both.
   out = run(2, 4, ici=dict(fsdp=4), dcn=dict(tensor=2), processes_per_node=1, global_batch=8)

@@ -9,7 +9,6 @@ MIO's extract_frames rule (every max(1, frame_count // 10)-th frame).
 """
 
 import json
-import os
 
 import av
 import numpy as np

@@ -163,6 +163,9 @@ def bv_pair(request, tmp_path_factory):
   return {"out": out, "photos": photos, "x": x, "path": path, "flax": flax_dir}
 
 
+# big_vision's reference model builds and runs in linen for both layouts (~15 s on 2 cores): the
+# big_vision path is in the slow set; the transformers path stays in the default run.
+@pytest.mark.slow
 def test_big_vision_encoded_and_map_head_match(bv_pair):
   import jax
   enc = load(bv_pair["flax"])
@@ -240,6 +243,7 @@ def test_bad_hf_folder_is_a_one_line_error_naming_file_and_key(hf_pair, tmp_path
   assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # the big_vision fixture (above)
 @pytest.mark.parametrize("case", ["missing", "shape", "res", "variant", "no_tower"])
 def test_bad_big_vision_checkpoint_is_a_one_line_error(bv_pair, tmp_path, case):
   with np.load(bv_pair["path"]) as f:

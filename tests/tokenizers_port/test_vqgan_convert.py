@@ -73,6 +73,7 @@ def test_codes_agree_and_decoder_matches(converted, photos):
   assert np.abs(got_u8.astype(int) - want_u8).max() <= 1
 
 
+@pytest.mark.slow  # a second conversion through the CLI (~5 s on 2 cores); the converter's agreement stays
 def test_cli_entry_point(converted, tmp_path):
   flavor, _, out, ckpt = converted
   if flavor != "taming":

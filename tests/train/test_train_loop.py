@@ -46,10 +46,12 @@ def test_loss_falls_and_metrics_are_written(full_run):
   assert sorted(os.listdir(workdir / "checkpoints"), key=int) == ["8", "16"]
 
 
+@pytest.mark.slow  # a second run (~3-7 s on 2 cores); the learning run stays
 def test_same_seed_gives_identical_losses(full_run, tmp_path):
   assert train(small_config(), str(tmp_path)).losses == full_run[1]
 
 
+@pytest.mark.slow  # an interrupted and resumed run (~3-7 s on 2 cores); the learning run stays
 def test_resume_is_bit_identical(full_run, tmp_path):
   full = full_run[1]
   first = train(small_config(), str(tmp_path), stop_at_step=8).losses
@@ -59,6 +61,7 @@ def test_resume_is_bit_identical(full_run, tmp_path):
   assert second == {s: full[s] for s in range(9, STEPS + 1)}
 
 
+@pytest.mark.slow  # a second run from the first's parameters (~3-7 s on 2 cores); the learning run stays
 def test_init_from_loads_parameters_only(full_run, tmp_path):
   workdir, full = full_run
   c = small_config(steps=2)
