@@ -2,10 +2,8 @@
 on its length (rules.py, "residual_length"). The step's numbers are those of one device, and the
 residuals the scan saves for the backward take a tensor-th of the memory."""
 
-import dataclasses
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
