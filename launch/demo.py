@@ -26,7 +26,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is the CPU run, even where libtpu is installed
 
 import json  # noqa: E402
-import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -59,11 +58,8 @@ FLAGS = flags.FLAGS
 
 
 def timed(log: list, what: str, fn, *args, **kwargs):
-  start = time.perf_counter()
-  result = fn(*args, **kwargs)
-  log.append((what, time.perf_counter() - start))
-  print(f"[demo] {what}: {log[-1][1]:.0f}s", flush=True)
-  return result
+  from mio_jax.console import timed_step
+  return timed_step(log, "demo", what, fn, *args, **kwargs)
 
 
 def split_corpus(root: str) -> tuple[list[str], list[str]]:

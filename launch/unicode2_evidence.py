@@ -28,7 +28,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # a CPU run, as the demo, even wh
 import glob  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -54,11 +53,8 @@ FLAGS = flags.FLAGS
 
 
 def log_time(log: list, what: str, fn, *args, **kwargs):
-  start = time.perf_counter()
-  result = fn(*args, **kwargs)
-  log.append((what, round(time.perf_counter() - start, 1)))
-  print(f"[unicode2] {what}: {log[-1][1]:.0f}s", flush=True)
-  return result
+  from mio_jax.console import timed_step
+  return timed_step(log, "unicode2", what, fn, *args, **kwargs)
 
 
 def codebook(root: str, train_manifest: str) -> dict:
@@ -248,7 +244,7 @@ def main(argv):
     log_time(log, f"stage 1 ({mode})", train, config, workdir)
     result = log_time(log, f"evaluate ({mode})", evaluate, workdir, heldout)
     summary["modes"][mode] = dict(result, loss=loss_curve(workdir), workdir=workdir)
-  summary["seconds"] = dict(log)
+  summary["seconds"] = {what: round(seconds, 1) for what, seconds in log}
   report(summary)
   path = os.path.join(root, "unicode2_evidence.json")
   with open(path, "w") as f:

@@ -3,6 +3,7 @@ less the warnings known to be harmless."""
 
 import logging
 import sys
+import time
 
 from absl import logging as absl_logging
 
@@ -25,3 +26,13 @@ def setup_console_logging() -> None:
   ours.setLevel(logging.INFO)
   ours.handlers[:] = [handler]
   ours.propagate = False
+
+
+def timed_step(log: list, label: str, what: str, fn, *args, **kwargs):
+  """fn(*args, **kwargs), its wall seconds appended to `log` as (what, seconds) and printed as
+  "[label] what: Ns" (the demo's and the evidence script's step lines)."""
+  start = time.perf_counter()
+  result = fn(*args, **kwargs)
+  log.append((what, time.perf_counter() - start))
+  print(f"[{label}] {what}: {log[-1][1]:.0f}s", flush=True)
+  return result

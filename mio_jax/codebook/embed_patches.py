@@ -51,16 +51,9 @@ def image_parts(samples: list[manifests.RawSample]):
     if raw.error:
       yield raw.source, None, raw.error
       continue
-    for part in _all_parts(raw.parts):
+    for part in raw.parts:  # flat for every kind: a conversation's turns are parts with a role
       if part.get("type") == "image":
         yield raw.source, part, None
-
-
-def _all_parts(parts: list[dict]):
-  for part in parts:
-    yield part
-    if isinstance(part.get("content"), list):  # conversation turns hold their own parts
-      yield from _all_parts(part["content"])
 
 
 def patch_subset(index: int, num_patches: int, keep: int, seed: int) -> np.ndarray:
