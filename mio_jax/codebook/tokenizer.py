@@ -23,6 +23,7 @@ import shutil
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -105,11 +106,10 @@ class UniCode2Tokenizer:
     return self.config["num_clusters"]
 
   def encode(self, images) -> np.ndarray:
-    patches = np.asarray(self.siglip.encode_patches(images))
+    patches = self.siglip.encode_patches(images)  # stays on the devices for the search
     b, n, d = patches.shape
-    points = patches.reshape(b * n, d)
-    pad = -len(points) % self.mesh.devices.size  # the points split evenly over the devices
-    points = np.concatenate([points, np.zeros((pad, d), np.float32)]) if pad else points
+    pad = -(b * n) % self.mesh.devices.size  # the points split evenly over the devices
+    points = jnp.pad(patches.reshape(b * n, d), ((0, pad), (0, 0)))
     ids, _ = self._assign(self.centroids, points)
     return np.asarray(ids)[:b * n].reshape(b, n).astype(np.int32)
 
