@@ -3,8 +3,8 @@
 gcsfs reads its variable on every request; the other clients when they first open a gs:// path. So
 one emulator serves the whole session, and each test works under its own prefix of the one bucket.
 The emulator is a single-threaded Python HTTP server: run inside the test process it waited for the
-GIL behind training, and under load tensorstore's OCDBT manifest writes failed against it
-("Malformed StorageGeneration"); in a process of its own it answers like a separate server.
+GIL behind training; in a process of its own it answers like a separate server. It is started
+through gcs_emulator.py, which adds the generation preconditions tensorstore's OCDBT relies on.
 """
 
 import logging
@@ -37,7 +37,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> 
 def gcs_emulator():
   logging.getLogger("gcsfs").setLevel(logging.ERROR)  # "could not determine bucket type" on each open
   port = free_port()
-  proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+  launcher = os.path.join(os.path.dirname(__file__), "gcs_emulator.py")  # with GCS's preconditions
+  proc = subprocess.Popen([sys.executable, launcher, "start", "--host", "127.0.0.1",
                            "--port", str(port), "--in-memory", "--default-bucket", BUCKET, "--quiet"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
