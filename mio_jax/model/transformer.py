@@ -20,7 +20,7 @@ from flax import nnx
 from mio_jax.config.keys import ConfigError, check_known
 from mio_jax.model.attention import AttentionKernel, attention, attention_kernel
 from mio_jax.model.layers import MLP, Embedding, RMSNorm, fan_in_init, param, rotary_embedding
-from mio_jax.model.visual_cascade import IMAGE_EMBEDDINGS, IMAGE_HEADS, VisualCodebook, codebook_rows
+from mio_jax.model.visual_cascade import VisualCodebook, check_image_settings, codebook_rows
 from mio_jax.model.vocab_padding import mask_padded_logits
 from mio_jax.parallel.rules import constrain, kv_head_repeats
 
@@ -208,7 +208,7 @@ class Transformer(nnx.Module):
     backend's tiles); an ahead-of-time compile for another backend passes its own."""
     if cfg.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"config.model.remat_policy={cfg.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}")
-    _check_image_config(cfg)
+    check_image_settings(cfg, cfg.image_codes)  # ModelConfig.from_config(cfg, vocab) sets image_codes
     self.cfg = cfg
     kernel = kernel or attention_kernel(cfg.attention_impl)
     pd, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
@@ -349,19 +349,6 @@ def _lm_head_bwd(residuals, d_logits):
 
 
 lm_head_cpu.defvjp(_lm_head_fwd, _lm_head_bwd)
-
-
-def _check_image_config(cfg: ModelConfig) -> None:
-  """A model that cannot be built from these image settings (validate says it earlier, per key)."""
-  if cfg.image_embedding not in IMAGE_EMBEDDINGS:
-    raise ValueError(f"config.model.image_embedding={cfg.image_embedding!r} is not one of {IMAGE_EMBEDDINGS}")
-  if cfg.image_head not in IMAGE_HEADS:
-    raise ValueError(f"config.model.image_head={cfg.image_head!r} is not one of {IMAGE_HEADS}")
-  if cfg.uses_image_range and cfg.image_codes < 1:
-    raise ValueError(f"image_embedding={cfg.image_embedding!r}, image_head={cfg.image_head!r} need the "
-                     "vocabulary's image ids: build the config with ModelConfig.from_config(cfg, vocab)")
-  if cfg.image_embedding != "table" and cfg.image_code_dim < 1:
-    raise ValueError(f"config.model.image_code_dim={cfg.image_code_dim} must be the centroids' width")
 
 
 def _layer(blocks: DecoderBlock, i: int) -> DecoderBlock:

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mio_jax.config.keys import ConfigError
 from mio_jax.model import codebook_file
 from mio_jax.model.layers import fan_in_init, param
 from mio_jax.model.vocab_padding import padded_vocab_size
@@ -197,6 +198,26 @@ def with_codebook(params: dict, cfg, sharding: jax.sharding.Sharding | None = No
     return params
   visual = dict(params["visual"], **{FROZEN: load_codebook(cfg, sharding)})
   return {**params, "visual": visual}
+
+
+def check_image_settings(cfg, image_codes: int) -> None:
+  """The image settings of config.model (or a ModelConfig) taken alone: a ConfigError naming the key
+  for the first that cannot build a model. `image_codes`: the vocabulary's image ids. The centroids
+  file is checked apart (check_codebook_file), where the config is validated, not at each build."""
+  if cfg.image_embedding not in IMAGE_EMBEDDINGS:
+    raise ConfigError(f"config.model.image_embedding={cfg.image_embedding!r} is not one of "
+                      f"{', '.join(IMAGE_EMBEDDINGS)}")
+  if cfg.image_head not in IMAGE_HEADS:
+    raise ConfigError(f"config.model.image_head={cfg.image_head!r} is not one of {', '.join(IMAGE_HEADS)}")
+  if cfg.image_projector_dim < 0:
+    raise ConfigError(f"config.model.image_projector_dim={cfg.image_projector_dim} must be 0 (embed_dim) "
+                      "or a width")
+  if (cfg.image_embedding != "table" or cfg.image_head == "tied") and image_codes < 1:
+    raise ConfigError(f"config.model.image_embedding={cfg.image_embedding!r} with image_head="
+                      f"{cfg.image_head!r} needs the vocabulary's image ids, but it has none "
+                      f"(config.vocab.image_codes={image_codes})")
+  if cfg.image_embedding != "table" and cfg.image_code_dim < 1:
+    raise ConfigError(f"config.model.image_code_dim={cfg.image_code_dim} must be the centroids' width")
 
 
 def check_codebook_file(cfg, image_codes: int) -> str | None:

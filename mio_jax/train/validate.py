@@ -14,7 +14,7 @@ from mio_jax.config.training import check_config_keys
 from mio_jax.data import job_index
 from mio_jax.model.attention import AttentionUnavailable, check_impl
 from mio_jax.model.transformer import REMAT_POLICIES
-from mio_jax.model.visual_cascade import IMAGE_EMBEDDINGS, IMAGE_HEADS, check_codebook_file
+from mio_jax.model.visual_cascade import check_codebook_file, check_image_settings
 from mio_jax.parallel.mesh import MeshConfigError, mesh_shape, mesh_topology
 from mio_jax.parallel.rules import MESH_AXES, get_rules
 from mio_jax.parallel.topology import Topology
@@ -148,17 +148,7 @@ def validate(config, devices: Sequence | Topology) -> dict[str, int]:
 def _check_image_embedding(m, vocab) -> None:
   """UniCode²'s visual codebook settings (mio_jax/model/visual_cascade.py); reads the centroids
   file's header, not its data."""
-  if m.image_embedding not in IMAGE_EMBEDDINGS:
-    raise ConfigError(f"config.model.image_embedding={m.image_embedding!r} is not one of "
-                      f"{', '.join(IMAGE_EMBEDDINGS)}")
-  if m.image_head not in IMAGE_HEADS:
-    raise ConfigError(f"config.model.image_head={m.image_head!r} is not one of {', '.join(IMAGE_HEADS)}")
-  if m.image_projector_dim < 0:
-    raise ConfigError(f"config.model.image_projector_dim={m.image_projector_dim} must be 0 (embed_dim) "
-                      "or a width")
-  if (m.image_embedding != "table" or m.image_head == "tied") and vocab.image_codes < 1:
-    raise ConfigError(f"config.model.image_embedding={m.image_embedding!r} with image_head="
-                      f"{m.image_head!r} needs image codes, but config.vocab.image_codes={vocab.image_codes}")
+  check_image_settings(m, vocab.image_codes)
   if m.image_embedding != "table":
     problem = check_codebook_file(m, vocab.image_codes)
     if problem:

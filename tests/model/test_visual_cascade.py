@@ -38,6 +38,20 @@ def config(path, embedding="cascade", head="separate", **kw):
                      image_projector_dim=HIDDEN, image_head=head, image_base=BASE, image_codes=K, **kw)
 
 
+@pytest.mark.parametrize("change,match", [
+    (dict(image_embedding="cascad"), r"^config.model.image_embedding='cascad' is not one of table, frozen, "),
+    (dict(image_head="tied", image_codes=0), r"^config.model.image_embedding='cascade' with image_head='tied' "
+                                             r"needs the vocabulary's image ids, but it has none"),
+    (dict(image_code_dim=0), r"^config.model.image_code_dim=0 must be the centroids' width"),
+])
+def test_a_model_that_cannot_be_built_says_which_key(centroids, change, match):
+  """The same one-line errors as validate (one check, mio_jax/model/visual_cascade.py), for a
+  ModelConfig built by hand rather than by a validated training config."""
+  from mio_jax.config.keys import ConfigError
+  with pytest.raises(ConfigError, match=match):
+    nnx.eval_shape(lambda: Transformer(dataclasses.replace(config(centroids[0]), **change), rngs=nnx.Rngs(0)))
+
+
 def trained_looking(params, seed=1):
   """Params with the zero-initialised residual made non-zero, so every term is seen."""
   params = jax.tree.map(np.asarray, params)
