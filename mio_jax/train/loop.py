@@ -91,7 +91,10 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
   try:
     with jax.set_mesh(mesh), activation_sharding(mesh, rules):
       kernel = attention_kernel_for(config, jax.default_backend())
-      state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules, kernel)
+      # A checkpoint holds the frozen visual codebook: a resumed run does not read its file too
+      # (restore_newest restores a step or raises when the run has any).
+      state, shardings, graphdef = create_train_state(model_cfg, tx, tc.seed, mesh, rules, kernel,
+                                                      read_codebook=not manager.all_steps())
       batches = make_batches(config, batch_sharding)
       start = time.perf_counter()
       restored = ckpt.restore_newest(manager, state, shardings, batches)

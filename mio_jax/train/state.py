@@ -123,16 +123,26 @@ def abstract_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformatio
 
 
 def create_train_state(model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int,
-                       mesh: Mesh, rules: Rules, kernel: AttentionKernel | None = None
-                       ) -> tuple[TrainState, TrainState, nnx.GraphDef]:
+                       mesh: Mesh, rules: Rules, kernel: AttentionKernel | None = None, *,
+                       read_codebook: bool = True) -> tuple[TrainState, TrainState, nnx.GraphDef]:
   """Initialise the state directly in its sharded layout (no host ever holds the whole model).
 
   Returns (state, its shardings, the model graphdef). The frozen visual codebook is read from its
-  file straight into its sharded layout, each process reading the rows its devices hold.
+  file straight into its sharded layout, each process reading the rows its devices hold; with
+  read_codebook=False it stays zero (a resumed run restores it from its checkpoint), and
+  read_frozen_codebook fills it later if need be.
   """
   init, _, shardings, graphdef = abstract_train_state(model_cfg, tx, seed, mesh, rules, kernel)
   state = jax.jit(init, out_shardings=shardings)()
-  if model_cfg.image_embedding != "table":
-    sharding = shardings.params["visual"]["frozen_codebook"]
-    state = state.replace(params=with_codebook(state.params, model_cfg, sharding))
+  if read_codebook:
+    state = read_frozen_codebook(state, shardings, model_cfg)
   return state, shardings, graphdef
+
+
+def read_frozen_codebook(state: TrainState, shardings: TrainState, model_cfg: ModelConfig) -> TrainState:
+  """`state` with the frozen visual codebook read from config.model.image_codebook (a table model:
+  unchanged)."""
+  if model_cfg.image_embedding == "table":
+    return state
+  sharding = shardings.params["visual"]["frozen_codebook"]
+  return state.replace(params=with_codebook(state.params, model_cfg, sharding))
