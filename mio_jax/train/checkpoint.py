@@ -23,6 +23,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from mio_jax import storage
+from mio_jax.train import table_init
 from mio_jax.train.checkpoint_paths import checkpoint_dir, resolve_params_dir  # noqa: F401 (API)
 from mio_jax.train.state import TrainState
 
@@ -180,13 +181,22 @@ def _path_name(path) -> str:
   return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
-def load_params(path: str, abstract_params: Any, shardings: Any) -> Any:
+def load_params(path: str, abstract_params: Any, shardings: Any, model_cfg=None) -> Any:
   """Parameters only, from another run's checkpoint, in this run's sharded layout.
 
-  A checkpoint whose parameter names or shapes differ raises, naming the first mismatch.
+  A checkpoint whose parameter names or shapes differ raises, naming the first mismatch. With the
+  run's `model_cfg`, a `table` checkpoint (MIO's layout, an import) can start a run whose image ids
+  use the visual codebook: mio_jax/train/table_init.py (`abstract_params` then holds the run's fresh
+  params, whose visual ones are kept).
   """
   params_dir = resolve_params_dir(path)
   saved = saved_param_shapes(params_dir)
+  if table_init.applies(saved, abstract_params, model_cfg):
+    def restore_tree(abstract):
+      with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(params_dir, abstract)
+    return table_init.restore(restore_tree, str(params_dir), saved, abstract_params, shardings, model_cfg,
+                              _path_name)
   for key, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
     name = _path_name(key)
     if name not in saved:

@@ -102,7 +102,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None) -> TrainResu
         state = restored
         log.info("resumed from %s at step %d", manager.directory, int(jax.device_get(state.step)))
       elif init_from := resolve_init_from(config):
-        params = ckpt.load_params(init_from, state.params, shardings.params)
+        params = ckpt.load_params(init_from, state.params, shardings.params, model_cfg)
         state = dataclasses.replace(state, params=params)
         log.info("initialised parameters from %s", init_from)
       startup = {"restore_seconds": time.perf_counter() - start}

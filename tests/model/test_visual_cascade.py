@@ -246,3 +246,57 @@ def test_codebook_is_split_over_fsdp_loaded_and_restored_bit_equal(centroids, tm
   restored = load_params(step_dir, state.params, shardings.params)
   np.testing.assert_array_equal(restored["visual"]["frozen_codebook"], np.asarray(table))
   assert restored["visual"]["frozen_codebook"].sharding == table.sharding
+
+
+@pytest.mark.parametrize("embedding,head", [("cascade", "tied"), ("frozen", "separate"), ("table", "tied")])
+def test_a_table_checkpoint_starts_a_run_whose_image_ids_use_the_codebook(centroids, tmp_path, embedding,
+                                                                         head):
+  """MIO's layout (every id a table row and a head column, as an import writes it) as init_from of a
+  run that reads image ids apart (mio_jax/train/table_init.py): what both models have is carried
+  over bit for bit, the image rows (and with a tied head the image columns) are dropped, and the
+  visual parameters are the run's own fresh init. The oracle is numpy slicing of the saved arrays."""
+  from run_helpers import save_our_checkpoint
+
+  from mio_jax.parallel.mesh import make_mesh
+  from mio_jax.parallel.rules import get_rules
+  from mio_jax.train.checkpoint import load_params
+  from mio_jax.train.state import create_train_state
+
+  path, _ = centroids
+  table_cfg = config(path, "table", "separate")
+  saved = trained_looking(init_params(table_cfg, seed=5))
+  step_dir = save_our_checkpoint(str(tmp_path / "table_run"), saved)
+  cfg = config(path, embedding, head)
+  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=4, tensor=2), dcn=dict(data=1),
+                                                  processes_per_node=0)))
+  tx, _ = make_optimizer(OPT, 10)
+  with jax.set_mesh(mesh):
+    state, shardings, _ = create_train_state(cfg, tx, 0, mesh, get_rules("fsdp"))
+    got = load_params(step_dir, state.params, shardings.params, cfg)
+  keep = np.r_[0:BASE, BASE + K:64]  # every id but the image ones
+  want_table = saved["embed"]["table"][keep] if embedding != "table" else saved["embed"]["table"]
+  want_head = saved["lm_head"][:, keep] if head == "tied" else saved["lm_head"]
+  np.testing.assert_array_equal(np.asarray(got["embed"]["table"]), want_table)
+  np.testing.assert_array_equal(np.asarray(got["lm_head"]), want_head)
+  for name in ("blocks", "final_norm"):
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, got[name]), saved[name])
+  if embedding != "table":  # fresh: the run's init, the centroids read from their file
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, got["visual"]),
+                 jax.tree.map(np.asarray, state.params["visual"]))
+  assert jax.tree.map(lambda a: a.sharding, got) == jax.tree.map(lambda a: a.sharding, state.params)
+
+
+def test_a_table_checkpoint_of_another_vocabulary_is_refused_naming_the_parameter(centroids, tmp_path):
+  from run_helpers import save_our_checkpoint
+
+  from mio_jax.train.checkpoint import load_params
+
+  path, _ = centroids
+  other = dataclasses.replace(config(path, "table", "separate"), vocab_size=72)
+  step_dir = save_our_checkpoint(str(tmp_path / "table_run"), init_params(other, seed=5))
+  cfg = config(path, "cascade", "separate")
+  params = init_params(cfg, seed=0)
+  shardings = jax.tree.map(lambda a: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
+  with pytest.raises(ValueError, match=r"parameter embed/table has shape \(72, 32\); a table model of this "
+                                       r"run's vocabulary has \(64, 32\)"):
+    load_params(step_dir, params, shardings, cfg)

@@ -121,3 +121,35 @@ def test_cascade_run_resumes_bit_identically_with_the_codebook_intact(files, tmp
   assert (1024, D) not in saved_param_shapes(opt_dir).values()  # no moments of it
   run = json.load(open(tmp_path / "resumed" / "model_config.json"))
   assert run["model"]["image_embedding"] == "cascade" and "image_base" not in run["model"]
+
+
+@pytest.mark.slow  # two short training runs; the loading itself is tested in tests/model/test_visual_cascade.py
+def test_a_cascade_stage_starts_from_a_table_stage(files, tmp_path):
+  """The user's path: a run in MIO's layout (here a 4-step stage; an import is the same layout),
+  then --config.init_from=it with image_embedding=cascade: the shared parameters come over, the
+  run trains."""
+  from mio_jax.export.to_hf import read_param
+  from mio_jax.train.checkpoint import resolve_params_dir
+  from mio_jax.train.loop import train
+
+  def config(**model):
+    c = cascade_smoke(files["good"], **model)
+    c.data.update(seq_len=32, global_batch=8)
+    c.train.update(steps=2, log_every=1, checkpoint_every=2, async_checkpointing=False)
+    c.mesh.ici.update(data=2, fsdp=2, tensor=2)
+    return c
+
+  table_run, cascade_run = str(tmp_path / "table"), str(tmp_path / "cascade")
+  table = config(image_embedding="table", image_head="separate")
+  table.train.steps = 4  # several steps away from a fresh init, so one step of the next run is less
+  train(table, table_run)
+  c = config()
+  c.init_from = table_run
+  c.train.update(steps=1, checkpoint_every=1)
+  losses = train(c, cascade_run).losses
+  assert len(losses) == 1 and all(np.isfinite(v) for v in losses.values())
+  start = read_param(resolve_params_dir(table_run), "blocks/mlp_norm/scale")
+  after = read_param(resolve_params_dir(cascade_run), "blocks/mlp_norm/scale")
+  # One step from the table run's values, not from a fresh init (all ones), which is further away.
+  moved, from_init = np.abs(after - start).max(), np.abs(start - 1.0).max()
+  assert moved < from_init / 2, (moved, from_init)
