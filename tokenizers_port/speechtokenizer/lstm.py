@@ -35,7 +35,9 @@ def _scan_directions(gates_in, w_hh):
 
   def step(carry, g_in):
     h, c = carry
-    g = g_in + jnp.einsum("dbh,dhg->dbg", h, w_hh, precision=HIGHEST)
+    # One 2-D dot per direction: ~25% faster per step on CPU than the batched einsum (a [B, H] x
+    # [H, 4H] matrix-vector-like product that reads all of w_hh; docs/benchmarks.md), same result.
+    g = g_in + jnp.stack([jnp.matmul(h[k], w_hh[k], precision=HIGHEST) for k in range(d)])
     i, f, gg, o = jnp.split(g, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(gg)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
