@@ -248,7 +248,11 @@ def test_codebook_is_split_over_fsdp_loaded_and_restored_bit_equal(centroids, tm
   assert restored["visual"]["frozen_codebook"].sharding == table.sharding
 
 
-@pytest.mark.parametrize("embedding,head", [("cascade", "tied"), ("frozen", "separate"), ("table", "tied")])
+@pytest.mark.parametrize("embedding,head", [
+    ("cascade", "tied"),  # drops both the table's image rows and the head's image columns
+    pytest.param("frozen", "separate", marks=pytest.mark.slow),  # ~6 s of compiles each; one drop
+    pytest.param("table", "tied", marks=pytest.mark.slow),
+])
 def test_a_table_checkpoint_starts_a_run_whose_image_ids_use_the_codebook(centroids, tmp_path, embedding,
                                                                          head):
   """MIO's layout (every id a table row and a head column, as an import writes it) as init_from of a
