@@ -191,18 +191,30 @@ def load_params(path: str, abstract_params: Any, shardings: Any, model_cfg=None)
   """
   params_dir = resolve_params_dir(path)
   saved = saved_param_shapes(params_dir)
-  if table_init.applies(saved, abstract_params, model_cfg):
-    def restore_tree(abstract):
-      with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(params_dir, abstract)
-    return table_init.restore(restore_tree, str(params_dir), saved, abstract_params, shardings, model_cfg,
-                              _path_name)
-  for key, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+  cuts = table_init.image_cuts(saved, abstract_params, model_cfg)  # None: the checkpoint is this model's
+  read, read_sh = (abstract_params, shardings) if cuts is None else (
+      table_init.without_visual(abstract_params), table_init.without_visual(shardings))
+  shapes = {}
+  for key, leaf in jax.tree_util.tree_flatten_with_path(read)[0]:
     name = _path_name(key)
     if name not in saved:
       raise ValueError(f"{params_dir}: parameter {name} is missing from the checkpoint")
-    if saved[name] != tuple(leaf.shape):
-      raise ValueError(f"{params_dir}: parameter {name} has shape {saved[name]}, the model expects "
-                       f"{tuple(leaf.shape)}")
+    want = tuple(leaf.shape)
+    if cuts and name in cuts:
+      want = table_init.table_shape(want, cuts[name], model_cfg.image_codes)
+      if saved[name] != want:
+        raise ValueError(f"{params_dir}: parameter {name} has shape {saved[name]}; a table model of this "
+                         f"run's vocabulary has {want} (this run drops the {model_cfg.image_codes} image ids')")
+    elif saved[name] != want:
+      raise ValueError(f"{params_dir}: parameter {name} has shape {saved[name]}, the model expects {want}")
+    shapes[name] = want
+  if cuts is not None and (extra := sorted(set(saved) - set(shapes))):
+    raise ValueError(f"{params_dir}: parameter {extra[0]} is in the checkpoint but not in this model")
+  abstract = jax.tree_util.tree_map_with_path(
+      lambda key, leaf, sh: jax.ShapeDtypeStruct(shapes[_path_name(key)], leaf.dtype, sharding=sh),
+      read, read_sh)
   with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(params_dir, _abstract(abstract_params, shardings))
+    loaded = checkpointer.restore(params_dir, abstract)
+  if cuts is None:
+    return loaded
+  return table_init.cut_image_ids(loaded, abstract_params, shardings, cuts, model_cfg, _path_name)
