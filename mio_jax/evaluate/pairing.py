@@ -36,6 +36,7 @@ class PairingResult:
   real: float  # mean loss (nats per scored token) with each sample's own media
   mismatched: float  # the same texts after another sample's media
   wins: float  # fraction of samples whose real loss is the lower one
+  margin_stderr: float = float("nan")  # the standard error of the margin over the samples
 
   @property
   def margin(self) -> float:
@@ -140,6 +141,8 @@ def pairing_losses(model, vocab: Vocabulary, samples: list[Sample], *, stage: in
     real, swapped = paired_sequences(group, mismatched_partners(group), vocab, stage, template_set)
     losses = sequence_losses(model, real + swapped)
     real_loss, swapped_loss = losses[:len(group)], losses[len(group):]
+    gaps = swapped_loss - real_loss
     results.append(PairingResult(kind, len(group), float(real_loss.mean()), float(swapped_loss.mean()),
-                                 float((real_loss < swapped_loss).mean())))
+                                 float((real_loss < swapped_loss).mean()),
+                                 float(gaps.std(ddof=1) / len(gaps) ** 0.5)))
   return results

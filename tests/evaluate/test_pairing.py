@@ -90,6 +90,8 @@ def test_pairing_losses_score_real_and_swapped_media(model):
   np.testing.assert_allclose([r.real, r.mismatched], [np.mean(real), np.mean(swapped)], rtol=1e-5)
   wins = np.mean(np.asarray(real) < np.asarray(swapped))
   assert r.wins == pytest.approx(wins)
+  gaps = np.asarray(swapped) - np.asarray(real)
+  assert r.margin_stderr == pytest.approx(gaps.std(ddof=1) / np.sqrt(3), rel=1e-4, abs=1e-6)
   # The line the demo prints, from the numpy losses.
   assert r.line() == (f"image_text     3 held-out: real {np.mean(real):.3f}, mismatched {np.mean(swapped):.3f} "
                       f"nats/token, margin {np.mean(swapped) - np.mean(real):+.3f}, real lower in {wins:.0%}")
