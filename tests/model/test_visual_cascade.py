@@ -52,6 +52,12 @@ def test_a_model_that_cannot_be_built_says_which_key(centroids, change, match):
     nnx.eval_shape(lambda: Transformer(dataclasses.replace(config(centroids[0]), **change), rngs=nnx.Rngs(0)))
 
 
+def fsdp4_tensor2_mesh():
+  from mio_jax.parallel.mesh import make_mesh
+  return make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=4, tensor=2), dcn=dict(data=1),
+                                                  processes_per_node=0)))
+
+
 def trained_looking(params, seed=1):
   """Params with the zero-initialised residual made non-zero, so every term is seen."""
   params = jax.tree.map(np.asarray, params)
@@ -225,15 +231,13 @@ def test_beam_search_runs_with_the_cached_tied_head(centroids):
 def test_codebook_is_split_over_fsdp_loaded_and_restored_bit_equal(centroids, tmp_path):
   from run_helpers import save_our_checkpoint
 
-  from mio_jax.parallel.mesh import make_mesh
   from mio_jax.parallel.rules import get_rules
   from mio_jax.train.checkpoint import load_params
   from mio_jax.train.state import create_train_state
 
   path, c = centroids
   cfg = config(path, "cascade", "tied")
-  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=4, tensor=2), dcn=dict(data=1),
-                                                  processes_per_node=0)))
+  mesh = fsdp4_tensor2_mesh()
   tx, _ = make_optimizer(OPT, 10)
   with jax.set_mesh(mesh):
     state, shardings, _ = create_train_state(cfg, tx, 0, mesh, get_rules("fsdp"))
@@ -261,7 +265,6 @@ def test_a_table_checkpoint_starts_a_run_whose_image_ids_use_the_codebook(centro
   visual parameters are the run's own fresh init. The oracle is numpy slicing of the saved arrays."""
   from run_helpers import save_our_checkpoint
 
-  from mio_jax.parallel.mesh import make_mesh
   from mio_jax.parallel.rules import get_rules
   from mio_jax.train.checkpoint import load_params
   from mio_jax.train.state import create_train_state
@@ -271,8 +274,7 @@ def test_a_table_checkpoint_starts_a_run_whose_image_ids_use_the_codebook(centro
   saved = trained_looking(init_params(table_cfg, seed=5))
   step_dir = save_our_checkpoint(str(tmp_path / "table_run"), saved)
   cfg = config(path, embedding, head)
-  mesh = make_mesh(ml_collections.ConfigDict(dict(ici=dict(data=1, fsdp=4, tensor=2), dcn=dict(data=1),
-                                                  processes_per_node=0)))
+  mesh = fsdp4_tensor2_mesh()
   tx, _ = make_optimizer(OPT, 10)
   with jax.set_mesh(mesh):
     state, shardings, _ = create_train_state(cfg, tx, 0, mesh, get_rules("fsdp"))
