@@ -4,6 +4,7 @@ random weights. About 1.1B parameters: peak ~10 GB of host memory and several CP
 image, hence slow. Same assertions as test_seed_convert.py's reduced model, over every scikit-image
 photograph the codebook calibration did not use (43 images, 1,376 codes)."""
 
+import functools
 import gc
 
 import numpy as np
@@ -14,6 +15,12 @@ from tokenizers_port.seed import convert, load
 from tokenizers_port.vqgan.reference import photographs
 
 BATCH = 8  # images per encode call, both sides: activations of a few GB at ViT-g's size
+
+
+def in_batches(encode, images: np.ndarray) -> dict[str, np.ndarray]:
+  """encode(images) -> {name: array}, BATCH images a call, the outputs joined on the image axis."""
+  parts = [encode(images[i:i + BATCH]) for i in range(0, len(images), BATCH)]
+  return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 @pytest.mark.slow  # ~1.1B-parameter reference and port on CPU: minutes
@@ -29,8 +36,7 @@ def test_official_sizes_match_reference(tmp_path):
   test = ref.normalize(np.delete(photos, calibration, axis=0))
   model = ref.build(ref.OFFICIAL, seed=3)
   ref.calibrate_codebook(model, calib)
-  parts = [ref.encode(model, test[i:i + BATCH]) for i in range(0, len(test), BATCH)]
-  want = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  want = in_batches(functools.partial(ref.encode, model), test)
   want_embed = ref.embed_codes(model, want["codes"])
   codebook = model.quantize.embedding.weight.detach().numpy().copy()
   seed_ckpt, vit_ckpt = str(tmp_path / "seed_quantizer.pt"), str(tmp_path / "eva_vit_g.pth")
@@ -45,9 +51,7 @@ def test_official_sizes_match_reference(tmp_path):
   assert (cfg.vit_width, cfg.vit_depth, cfg.vit_heads, cfg.vit_mlp_dim) == (1408, 39, 16, 6144)
   assert cfg.cross_attention_layers == (0, 2, 4, 6, 8, 10) and cfg.image_size == 224
   with jax.default_matmul_precision("highest"):
-    parts = [{k: np.asarray(v) for k, v in tok.encode_features(test[i:i + BATCH]).items()}
-             for i in range(0, len(test), BATCH)]
-    got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    got = in_batches(tok.encode_features, test)
     got_embed = np.asarray(tok.embed_codes(want["codes"]))
   rel = lambda a, b: np.abs(a - b).max() / np.abs(b).max()  # noqa: E731
   assert rel(got["query"], want["query"]) <= 1e-4
