@@ -229,13 +229,14 @@ def main(argv):
   from mio_jax.console import setup_console_logging
   from mio_jax.evaluate.tasks import format_table
   from mio_jax.export.to_hf import export
+  from mio_jax.parallel.cpu_devices import use_cpu_devices
 
   setup_console_logging()
   root, log = os.path.abspath(FLAGS.workdir), []
   # A compilation cache in the workdir: stages 2-4 share their step count, so stages 3 and 4 (and
   # every stage's eval step after stage 1's) load the executables stage 2 compiled.
   import jax
-  jax.config.update("jax_num_cpu_devices", FLAGS.devices)  # before the backend starts
+  use_cpu_devices(FLAGS.devices)  # before the backend starts
   jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax_cache"))
   tokens = tokenize(root, log)
   results = train_stages(root, tokens["train"], tokens["heldout"], log)

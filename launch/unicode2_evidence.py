@@ -202,6 +202,7 @@ def main(argv):
   from mio_jax.console import setup_console_logging
   from mio_jax.evaluate.code_usage import image_codes, usage
   from mio_jax.evaluate.tasks import read_samples
+  from mio_jax.parallel.cpu_devices import use_cpu_devices
   from mio_jax.tokenize.holdout import split_corpus
   from mio_jax.train.loop import train
 
@@ -209,7 +210,7 @@ def main(argv):
     raise app.UsageError(f"--modes={FLAGS.modes}: each one of {MODES}")
   setup_console_logging()
   root, log = os.path.abspath(FLAGS.workdir), []
-  jax.config.update("jax_num_cpu_devices", FLAGS.devices)  # before the backend starts
+  use_cpu_devices(FLAGS.devices)  # before the backend starts
   jax.config.update("jax_compilation_cache_dir", os.path.join(root, "jax_cache"))
   # The demo's split: the other manifests train whole and keep their media out of the held-out set.
   sources = {kind: os.path.join(MINI, f"{kind}.jsonl") for kind in KINDS}

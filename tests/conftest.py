@@ -1,13 +1,13 @@
 """Test-wide set-up: 8 forced CPU devices, so mesh and sharding tests run as on a pod slice.
 
-XLA reads the flag once, when jax initialises its backend, so it is set here before any test module
-imports jax.
+XLA reads the flags once, when jax initialises its backend, so they are set here before any test
+module imports jax; subprocesses inherit them (with the collective timeouts a busy 2-core box needs).
 """
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from mio_jax.parallel.cpu_devices import xla_flags
+
+os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), 8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Identical programs (the same train step compiled by several tests) compile once per session.

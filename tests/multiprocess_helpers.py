@@ -8,12 +8,13 @@ the repository on PYTHONPATH. All processes are killed if any is still running a
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import tempfile
 import time
 from typing import Sequence
+
+from mio_jax.parallel.cpu_devices import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,11 +27,10 @@ def free_port() -> int:
 
 def process_env(process_id: int, num_processes: int, devices_per_process: int, port: int,
                 env: dict[str, str] | None = None) -> dict[str, str]:
-  flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
   out = dict(os.environ)
   out.update(
       JAX_PLATFORMS="cpu",
-      XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices_per_process}".strip(),
+      XLA_FLAGS=xla_flags(os.environ.get("XLA_FLAGS", ""), devices_per_process),
       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
       JAX_NUM_PROCESSES=str(num_processes),
       JAX_PROCESS_ID=str(process_id),

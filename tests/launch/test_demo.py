@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from mio_jax.parallel.cpu_devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 3
 
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.slow  # the whole demo, shortened: minutes; every part 
 def demo(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("demo"))
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # the demo sets its own device count
+  env["XLA_FLAGS"] = xla_flags(env.get("XLA_FLAGS", ""), None)  # the demo sets its own device count
   start = time.monotonic()
   run = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "demo.py"), f"--workdir={workdir}",
                         f"--steps={STEPS}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+from mio_jax.parallel.cpu_devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K, STEPS = 64, 3
 
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.slow
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("u2e"))
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # the script sets its own device count
+  env["XLA_FLAGS"] = xla_flags(env.get("XLA_FLAGS", ""), None)  # the script sets its own device count
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "unicode2_evidence.py"),
                          f"--workdir={workdir}", f"--num_clusters={K}", f"--steps={STEPS}",
                          "--siglip_image_size=62", "--siglip_patch_size=14", "--kmeans_passes=2",

@@ -21,7 +21,7 @@ def _overrides(shards):
 
 
 def _cli(workdir, shards):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")  # XLA_FLAGS from conftest: 8 devices
   return subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "launch", "train.py"), "--config=configs/stage1.py:smoke",
        f"--workdir={workdir}", *cli_flags(_overrides(shards))],

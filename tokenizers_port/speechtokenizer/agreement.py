@@ -31,37 +31,40 @@ def build_pair(config: dict, calib_clips: list[np.ndarray], out_dir: str, seed: 
   return model, load(os.path.join(out_dir, "flax"), **overrides)
 
 
-def reference_outputs(model, clips: list[np.ndarray]):
-  """Per clip: features [F, D], codes [n_q, F], decoded waveform [F * hop]."""
+def reference_outputs(model, clips: list[np.ndarray], decoded: int | None = None):
+  """Per clip: features [F, D], codes [n_q, F], decoded waveform [F * hop] (the first `decoded`
+  clips; the others None)."""
   import torch
   out = []
   with torch.no_grad():
-    for clip in clips:
+    for i, clip in enumerate(clips):
       x = torch.from_numpy(clip)[None, None]
       feats = model.encoder(x)
       codes = model.quantizer.encode(feats, n_q=model.n_q)
-      wav = model.decode(codes)
-      out.append((feats[0].T.numpy(), codes[:, 0].numpy(), wav[0, 0].numpy()))
+      wav = model.decode(codes)[0, 0].numpy() if decoded is None or i < decoded else None
+      out.append((feats[0].T.numpy(), codes[:, 0].numpy(), wav))
   return out
 
 
-def compare(model, tok, clips: list[np.ndarray]) -> dict:
-  """Agreement per layer, max |feature diff|, max |decoder diff| (same codes), over `clips`."""
-  ref = reference_outputs(model, clips)
+def compare(model, tok, clips: list[np.ndarray], decoded: int | None = None) -> dict:
+  """Agreement per layer and max |feature diff| over `clips`; max |decoder diff| (same codes) over
+  the first `decoded` of them (all by default: the decoder costs more than the encoder)."""
+  ref = reference_outputs(model, clips, decoded)
   feats = tok.features(clips)
   codes = tok.encode(clips)
   frames = [r[1].shape[1] for r in ref]
   ref_codes = np.full(codes.shape, -1, np.int64)
   for i, r in enumerate(ref):
     ref_codes[:, i, :frames[i]] = r[1]
-  wav = tok.decode(ref_codes)
+  k = len(clips) if decoded is None else min(decoded, len(clips))
+  wav = tok.decode(ref_codes[:, :k])
   valid = ref_codes[0] >= 0
   agree = [(codes[q][valid] == ref_codes[q][valid]).mean() for q in range(codes.shape[0])]
   feat_err = max(np.abs(feats[i, :frames[i]] - r[0]).max() for i, r in enumerate(ref))
   feat_scale = max(np.abs(r[0]).max() for r in ref)
-  dec_err = max(np.abs(wav[i, :r[2].shape[0]] - r[2]).max() for i, r in enumerate(ref))
-  dec_scale = max(np.abs(r[2]).max() for r in ref)
-  return {"clips": len(clips), "frames": int(valid.sum()),
+  dec_err = max(np.abs(wav[i, :r[2].shape[0]] - r[2]).max() for i, r in enumerate(ref[:k]))
+  dec_scale = max(np.abs(r[2]).max() for r in ref[:k])
+  return {"clips": len(clips), "decoded_clips": k, "frames": int(valid.sum()),
           "audio_seconds": float(sum(c.shape[0] for c in clips) / tok.cfg.sample_rate),
           "agreement_per_layer": [float(a) for a in agree],
           "feature_max_abs_err": float(feat_err), "feature_max_abs": float(feat_scale),
