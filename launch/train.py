@@ -28,9 +28,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _stop(message: str) -> None:
-  """Exit 1 with `message` as the last line. A multi-process job ends at once, without jax's
-  shutdown barrier: every process reaches the same error, and one that is already gone can hold
-  the others in that barrier for minutes (seen once on a loaded 2-core box)."""
+  """Exit 1 with `message` as the last line. A multi-process job ends at once, skipping jax's exit
+  handlers (the distributed shutdown barrier, the collectives' teardown): every process reaches the
+  same error, and once a process that had printed it waited there over 2 minutes for one already
+  gone."""
   import jax
   if not jax.distributed.is_initialized():  # one process (jax.process_count() would start a backend)
     sys.exit(message)
