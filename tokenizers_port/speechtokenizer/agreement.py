@@ -31,7 +31,7 @@ def build_pair(config: dict, calib_clips: list[np.ndarray], out_dir: str, seed: 
   return model, load(os.path.join(out_dir, "flax"), **overrides)
 
 
-def reference_outputs(model, clips: list[np.ndarray], decoded: int | None = None):
+def reference_outputs(model, clips: list[np.ndarray], decoded: int):
   """Per clip: features [F, D], codes [n_q, F], decoded waveform [F * hop] (the first `decoded`
   clips; the others None)."""
   import torch
@@ -41,7 +41,7 @@ def reference_outputs(model, clips: list[np.ndarray], decoded: int | None = None
       x = torch.from_numpy(clip)[None, None]
       feats = model.encoder(x)
       codes = model.quantizer.encode(feats, n_q=model.n_q)
-      wav = model.decode(codes)[0, 0].numpy() if decoded is None or i < decoded else None
+      wav = model.decode(codes)[0, 0].numpy() if i < decoded else None
       out.append((feats[0].T.numpy(), codes[:, 0].numpy(), wav))
   return out
 
@@ -49,14 +49,14 @@ def reference_outputs(model, clips: list[np.ndarray], decoded: int | None = None
 def compare(model, tok, clips: list[np.ndarray], decoded: int | None = None) -> dict:
   """Agreement per layer and max |feature diff| over `clips`; max |decoder diff| (same codes) over
   the first `decoded` of them (all by default: the decoder costs more than the encoder)."""
-  ref = reference_outputs(model, clips, decoded)
+  k = len(clips) if decoded is None else min(decoded, len(clips))
+  ref = reference_outputs(model, clips, k)
   feats = tok.features(clips)
   codes = tok.encode(clips)
   frames = [r[1].shape[1] for r in ref]
   ref_codes = np.full(codes.shape, -1, np.int64)
   for i, r in enumerate(ref):
     ref_codes[:, i, :frames[i]] = r[1]
-  k = len(clips) if decoded is None else min(decoded, len(clips))
   wav = tok.decode(ref_codes[:, :k])
   valid = ref_codes[0] >= 0
   agree = [(codes[q][valid] == ref_codes[q][valid]).mean() for q in range(codes.shape[0])]
