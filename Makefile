@@ -26,7 +26,7 @@ venv: $(STAMP)
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 --durations=15
 
 # Every CPU run starts with mimalloc preloaded where it can be (mio_jax/cpu_allocator.py): glibc
-# page-faults XLA's per-step buffers in anew each step (the demo's train step 0.52 s, 0.34 s with it).
+# page-faults XLA's per-step buffers in anew each step (the demo's train step 0.51 s, 0.36 s with it).
 CPU_RUN := LD_PRELOAD="$$($(BIN)/python -m mio_jax.cpu_allocator)"
 
 # The suite's programs are small, so compiling them is most of its time; LLVM at -O0 takes about 40%

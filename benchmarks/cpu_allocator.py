@@ -28,9 +28,8 @@ from mio_jax.parallel.cpu_devices import xla_flags  # noqa: E402
 
 def run_side(preload: str, args) -> tuple[float, float]:
   """(seconds per step, minor page faults per step) of one child run."""
-  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIO_JAX_CPU_ALLOCATOR")}
-  env.update(LD_PRELOAD=preload, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=xla_flags(os.environ.get("XLA_FLAGS", ""), args.devices))
+  env = {**os.environ, "LD_PRELOAD": preload, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": xla_flags(os.environ.get("XLA_FLAGS", ""), args.devices)}
   cmd = [sys.executable, os.path.join(REPO, "benchmarks", "train_step.py"), f"--preset={args.preset}",
          f"--batch={args.batch}", f"--seq={args.seq}", f"--steps={args.steps}", "--rounds=1", "--notorch"]
   before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -3,10 +3,11 @@
 XLA's CPU runtime allocates an execution's temporaries when it starts and frees them when it ends
 (the demo's train step: 369 MiB a device). glibc serves every block over 32 MiB with an mmap of its
 own and unmaps it on free, so each step faults all of its temporaries in again, page by page: 7.5
-million minor faults and 13 s of kernel time in a 40-step run of the demo's stage 1 on 2 cores. mimalloc (Microsoft's
-allocator, from the cmeel-mimalloc wheel the Makefile installs) keeps freed memory for the next
-step: the demo's train step 0.34 s against 0.52 s (benchmarks/cpu_allocator.py). glibc's own knobs
-(M_MMAP_MAX=0, a high trim threshold) did not change the fault count here.
+million minor faults and 13 s of kernel time in a 40-step run of the demo's stage 1 on 2 cores.
+mimalloc (Microsoft's allocator, from the cmeel-mimalloc wheel the Makefile installs) keeps freed
+memory for the next step: the demo's train step 0.36 s against 0.51 s (benchmarks/cpu_allocator.py,
+docs/benchmarks.md). glibc's own knobs (M_MMAP_MAX=0, a high trim threshold) did not change the
+fault count here.
 
 A C allocator has to be in place before the process starts (LD_PRELOAD). `python -m
 mio_jax.cpu_allocator` prints the LD_PRELOAD value to start a CPU run with: the current one with

@@ -33,8 +33,7 @@ print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
 
 
 def _run(preload: str) -> dict:
-  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIO_JAX_CPU_ALLOCATOR")}
-  env.update(LD_PRELOAD=preload, XLA_FLAGS="")
+  env = {**os.environ, "LD_PRELOAD": preload, "XLA_FLAGS": ""}
   out = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True,
                        timeout=300, check=True, cwd=REPO)
   return json.loads(out.stdout.strip().splitlines()[-1])
